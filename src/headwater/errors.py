@@ -1,0 +1,136 @@
+"""Headwater's one exception tree.
+
+Every expected failure is a subclass of `HeadwaterError`. Errors a Kafka client could see carry
+the Kafka protocol error code (`error_code`), so the broker maps them without a lookup table and
+the embedded backend raises the same types the network backends do.
+"""
+
+from __future__ import annotations
+
+
+class HeadwaterError(Exception):
+    """The root of every error Headwater raises on purpose."""
+
+    error_code: int = -1  # UNKNOWN_SERVER_ERROR
+    retriable: bool = False
+
+
+class InvariantViolation(HeadwaterError):  # noqa: N818 - named for what it is
+    """Something that must always hold did not: a bug, never bad input."""
+
+
+# --- configuration and usage -------------------------------------------------------------
+
+
+class ConfigError(HeadwaterError):
+    """A configuration key is unknown or its value is invalid."""
+
+    error_code = 40  # INVALID_CONFIG
+
+
+class DataDirectoryLockedError(HeadwaterError):
+    """Another process holds the data directory."""
+
+
+# --- topics and partitions ---------------------------------------------------------------
+
+
+class TopicError(HeadwaterError):
+    """A base for errors about a topic as a whole."""
+
+
+class UnknownTopicOrPartitionError(TopicError):
+    """The topic or partition does not exist."""
+
+    error_code = 3
+    retriable = True
+
+
+class TopicAlreadyExistsError(TopicError):
+    error_code = 36
+
+
+class InvalidTopicError(TopicError):
+    """The topic name is not a legal Kafka topic name."""
+
+    error_code = 17
+
+
+class InvalidPartitionsError(TopicError):
+    error_code = 37
+
+
+# --- records and offsets ------------------------------------------------------------------
+
+
+class RecordError(HeadwaterError):
+    """A base for errors about records and batches."""
+
+
+class CorruptRecordError(RecordError):
+    """A batch failed its CRC or structural checks; it is never served."""
+
+    error_code = 2  # CORRUPT_MESSAGE
+    retriable = True
+
+
+class InvalidRecordError(RecordError):
+    """A batch is well formed but not acceptable (bad magic, bad offsets, missing key)."""
+
+    error_code = 87  # INVALID_RECORD
+
+
+class UnsupportedCompressionError(RecordError):
+    error_code = 76  # UNSUPPORTED_COMPRESSION_TYPE
+
+
+class RecordBatchTooLargeError(RecordError):
+    """A batch is larger than the topic's `max.message.bytes`."""
+
+    error_code = 10  # MESSAGE_TOO_LARGE
+
+
+class OffsetOutOfRangeError(RecordError):
+    """The requested offset is below the log start or above the log end."""
+
+    error_code = 1
+
+
+# --- storage ------------------------------------------------------------------------------
+
+
+class StorageError(HeadwaterError):
+    """The disk failed under us: full, read-only, or an I/O error."""
+
+    error_code = 56  # KAFKA_STORAGE_ERROR
+    retriable = True
+
+
+class DiskFullError(StorageError):
+    """The file system is full (ENOSPC); nothing acknowledged was lost."""
+
+
+class LogClosedError(StorageError):
+    """The log was closed, or went offline after a storage failure."""
+
+
+__all__ = [
+    "ConfigError",
+    "CorruptRecordError",
+    "DataDirectoryLockedError",
+    "DiskFullError",
+    "HeadwaterError",
+    "InvalidPartitionsError",
+    "InvalidRecordError",
+    "InvalidTopicError",
+    "InvariantViolation",
+    "LogClosedError",
+    "OffsetOutOfRangeError",
+    "RecordBatchTooLargeError",
+    "RecordError",
+    "StorageError",
+    "TopicAlreadyExistsError",
+    "TopicError",
+    "UnknownTopicOrPartitionError",
+    "UnsupportedCompressionError",
+]

@@ -1,0 +1,1 @@
+"""The log engine: record batches, segments, partition logs, recovery and the manager."""

@@ -1,0 +1,581 @@
+"""The log of one partition: an ordered list of segments, one active for appends.
+
+`PartitionLog` owns its segments and the offsets that describe them: log start offset, log end
+offset, high watermark and recovery point (everything below it is known to be on disk).
+Thread-safe: appends and structural changes hold `_lock`; an fsync holds only `_flush_lock`, so
+appenders keep writing while one thread syncs for all of them (group commit); reads take a
+snapshot under `_lock` and do their I/O outside it. Segments removed from the log are unlinked at
+once but their descriptors stay open for `file.delete.delay.ms`, so a reader holding a snapshot
+never reads a recycled descriptor.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from headwater import limits
+from headwater._invariant import invariant
+from headwater.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    LogClosedError,
+    OffsetOutOfRangeError,
+    RecordBatchTooLargeError,
+    StorageError,
+)
+from headwater.log.compression import Compression
+from headwater.log.config import TopicConfig
+from headwater.log.record_batch import (
+    NewRecord,
+    Record,
+    TimestampType,
+    decode_records,
+    encode_batch,
+    iter_batches,
+    parse_header,
+    set_log_append_time,
+    verify_crc,
+)
+from headwater.log.segment import NO_TIMESTAMP, LogSegment
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+_CODECS = {
+    "producer": Compression.NONE,
+    "uncompressed": Compression.NONE,
+    "gzip": Compression.GZIP,
+    "snappy": Compression.SNAPPY,
+    "lz4": Compression.LZ4,
+    "zstd": Compression.ZSTD,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an appended batch landed; `flush_due` asks the caller to `flush` per the policy."""
+
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int  # -1 unless the topic stamps LogAppendTime
+    log_start_offset: int
+    flush_due: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """A byte range of one segment holding batches from the requested offset on.
+
+    `size` may end inside a batch (as Kafka's fetch does); `read_whole_batches` trims that.
+    """
+
+    segment: LogSegment | None
+    position: int
+    size: int
+    high_watermark: int
+    log_start_offset: int
+    log_end_offset: int
+
+    def read_bytes(self) -> bytes:
+        if self.segment is None or self.size == 0:
+            return b""
+        return self.segment.read(self.position, self.size)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsResult:
+    """Decoded records and the offset to read from next."""
+
+    records: list[Record]
+    next_offset: int
+    high_watermark: int
+    log_start_offset: int
+
+
+class PartitionLog:
+    """One partition's segments and offsets; see the module docstring for thread-safety."""
+
+    def __init__(
+        self,
+        directory: str,
+        topic: str,
+        partition: int,
+        config: TopicConfig,
+        segments: list[LogSegment],
+        *,
+        log_start_offset: int,
+        recovery_point: int,
+    ) -> None:
+        invariant(bool(segments), "a partition log has at least one segment")
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self._segments = segments
+        self._bases = [segment.base_offset for segment in segments]
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._next_offset = segments[-1].next_offset
+        self._log_start_offset = log_start_offset
+        self._recovery_point = recovery_point
+        self._unflushed_messages = 0
+        self._last_flush_ms = now_ms()
+        self._retired: list[tuple[int, LogSegment]] = []
+        self._failure: StorageError | None = None
+        self._closed = False
+        # Where the next compaction's dirty section starts; kept in memory only, so a restart
+        # costs one extra cleaning pass and nothing else.
+        self.first_dirty_offset = segments[0].base_offset
+        invariant(log_start_offset <= self._next_offset, "log start offset within the log")
+        invariant(recovery_point <= self._next_offset, "recovery point within the log")
+
+    # --- offsets ----------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._next_offset
+
+    @property
+    def recovery_point(self) -> int:
+        return self._recovery_point
+
+    @property
+    def high_watermark(self) -> int:
+        """The last offset readers may see, exclusive.
+
+        With fsync on every append, only synced records are exposed, so no reader ever sees a
+        record that a crash could take back. Otherwise, as in Kafka, every written record is.
+        """
+        if self.config.flush_every_append:
+            return self._recovery_point
+        return self._next_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(segment.size_bytes for segment in self._segments)
+
+    @property
+    def segments(self) -> list[LogSegment]:
+        with self._lock:
+            return list(self._segments)
+
+    # --- appending --------------------------------------------------------------------------
+
+    def append(self, batch: bytes | bytearray | memoryview, *, wait_for_flush: bool = True) -> AppendResult:
+        """Validate one record batch, assign its offsets and write it.
+
+        With `wait_for_flush`, returns only once the flush policy is satisfied (for the
+        default policy: once the batch is on disk). Otherwise the caller must call `flush`
+        when `flush_due` says so.
+        """
+        view = memoryview(batch).cast("B")
+        header = parse_header(view)
+        if header.size_bytes != len(view):
+            raise CorruptRecordError(
+                f"{self.name}: batch declares {header.size_bytes} bytes but {len(view)} were given"
+            )
+        if len(view) > self.config.max_message_bytes:
+            raise RecordBatchTooLargeError(
+                f"{self.name}: batch of {len(view)} bytes exceeds max.message.bytes="
+                f"{self.config.max_message_bytes}"
+            )
+        verify_crc(view, 0, header)
+        if header.record_count < 1 or header.record_count != header.last_offset_delta + 1:
+            raise InvalidRecordError(
+                f"{self.name}: record count {header.record_count} does not match last offset "
+                f"delta {header.last_offset_delta}"
+            )
+        if self.config.compact and not header.is_control:
+            for record in decode_records(view, verify=False):
+                if record.key is None:
+                    raise InvalidRecordError(f"{self.name}: a compacted topic needs a key on every record")
+        append_time = -1
+        if self.config.message_timestamp_type == "LogAppendTime":
+            append_time = now_ms()
+            stamped = bytearray(view)
+            set_log_append_time(stamped, append_time)
+            view = memoryview(stamped)
+            header = parse_header(view)
+        with self._lock:
+            self._check_writable()
+            base_offset = self._next_offset
+            segment = self._maybe_roll(len(view), header.last_offset_delta)
+            try:
+                segment.append(view, header, base_offset)
+            except StorageError:
+                # The segment cut its file back: the log is unchanged and still readable.
+                raise
+            self._next_offset = base_offset + header.last_offset_delta + 1
+            self._unflushed_messages += header.record_count
+            flush_due = self._unflushed_messages >= self.config.flush_messages
+            last_offset = self._next_offset - 1
+            log_start = self._log_start_offset
+        if flush_due and wait_for_flush:
+            self.flush(last_offset + 1)
+        return AppendResult(base_offset, last_offset, append_time, log_start, flush_due and not wait_for_flush)
+
+    def append_records(
+        self,
+        records: Sequence[NewRecord],
+        *,
+        compression: Compression | None = None,
+        wait_for_flush: bool = True,
+    ) -> AppendResult:
+        """Encode `records` as one batch (the topic's compression unless given) and append it."""
+        codec = _CODECS[self.config.compression_type] if compression is None else compression
+        batch = encode_batch(records, compression=codec)
+        return self.append(batch, wait_for_flush=wait_for_flush)
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"{self.name}: the log is closed")
+        if self._failure is not None:
+            raise LogClosedError(f"{self.name}: offline after a storage failure: {self._failure}")
+
+    def _maybe_roll(self, batch_bytes: int, last_offset_delta: int) -> LogSegment:
+        segment = self._segments[-1]
+        if segment.is_empty():
+            return segment
+        relative_last = self._next_offset + last_offset_delta - segment.base_offset
+        if (
+            segment.size_bytes + batch_bytes > self.config.segment_bytes
+            or now_ms() - segment.created_ms > self.config.segment_ms
+            or relative_last > limits.SEGMENT_RELATIVE_OFFSET_MAX
+        ):
+            return self._roll()
+        return segment
+
+    def roll(self) -> None:
+        """Start a new active segment if the current one holds anything."""
+        with self._lock:
+            self._check_writable()
+            if not self._segments[-1].is_empty():
+                self._roll()
+
+    def _roll(self) -> LogSegment:
+        old = self._segments[-1]
+        try:
+            old.seal()
+            segment = LogSegment.create(self.directory, self._next_offset, self.config.index_interval_bytes)
+            _sync_directory(self.directory)
+        except StorageError as error:
+            self._failure = error
+            raise
+        self._segments.append(segment)
+        self._bases.append(segment.base_offset)
+        return segment
+
+    # --- durability -------------------------------------------------------------------------
+
+    def flush(self, up_to_offset: int | None = None) -> None:
+        """Make every record below `up_to_offset` (default: all) durable.
+
+        Group commit: callers queue on `_flush_lock`; whoever holds it syncs everything written
+        so far, so the ones behind it usually find their records already durable.
+        """
+        target = self._next_offset if up_to_offset is None else up_to_offset
+        if self._recovery_point >= target:
+            return
+        with self._flush_lock:
+            if self._recovery_point >= target:
+                return
+            with self._lock:
+                self._check_writable()
+                end = self._next_offset
+                start = self._recovery_point
+                dirty = [segment for segment in self._segments if segment.next_offset > start]
+                unflushed_at_start = self._unflushed_messages
+            try:
+                for segment in dirty:
+                    segment.flush()
+            except StorageError as error:
+                # After a failed fsync the page cache state is unknown (Linux may drop the dirty
+                # pages): take the log offline rather than serve what may not be on disk.
+                with self._lock:
+                    self._failure = error
+                raise
+            with self._lock:
+                self._recovery_point = max(self._recovery_point, end)
+                self._unflushed_messages = max(0, self._unflushed_messages - unflushed_at_start)
+                self._last_flush_ms = now_ms()
+
+    def flush_if_due(self, now: int) -> bool:
+        """Apply `flush.ms`: sync when the oldest unflushed append is old enough."""
+        if self._unflushed_messages and now - self._last_flush_ms >= self.config.flush_ms:
+            self.flush()
+            return True
+        return False
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _segment_index(self, offset: int) -> int:
+        return max(0, bisect.bisect_right(self._bases, offset) - 1)
+
+    def read(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> ReadResult:
+        """Batches from the one holding `offset`, up to `max_bytes` (but at least one batch),
+        never past the high watermark (or `max_offset`, if lower).
+        """
+        with self._lock:
+            if self._closed:
+                raise LogClosedError(f"{self.name}: the log is closed")
+            high_watermark = self.high_watermark
+            log_start = self._log_start_offset
+            log_end = self._next_offset
+            if offset < log_start or offset > log_end:
+                raise OffsetOutOfRangeError(
+                    f"{self.name}: offset {offset} is outside [{log_start}, {log_end}]"
+                )
+            upper = high_watermark if max_offset is None else min(max_offset, high_watermark)
+            first = self._segment_index(offset)
+            candidates = [(segment, segment.size_bytes) for segment in self._segments[first:]]
+        empty = ReadResult(None, 0, 0, high_watermark, log_start, log_end)
+        if offset >= upper:
+            return empty
+        for segment, size in candidates:
+            if segment.base_offset >= upper:
+                break
+            end_position = size
+            if segment.next_offset > upper:
+                end_position, _ = segment.find_position(upper, size)
+            position, header = segment.find_position(offset, end_position)
+            if header is None:
+                continue  # a gap left by compaction, or the end of this segment
+            length = min(max(max_bytes, header.size_bytes), end_position - position)
+            return ReadResult(segment, position, length, high_watermark, log_start, log_end)
+        return empty
+
+    def read_records(self, offset: int, max_bytes: int = 1024 * 1024) -> RecordsResult:
+        """Decode, CRC-checked, the records from `offset` on (control batches skipped)."""
+        result = self.read(offset, max_bytes)
+        data = result.read_bytes()
+        records: list[Record] = []
+        next_offset = offset
+        for position, header in iter_batches(data):
+            try:
+                batch_records = decode_records(data, position)
+            except CorruptRecordError as error:
+                raise CorruptRecordError(
+                    f"topic {self.topic!r} partition {self.partition} offset {header.base_offset}: {error}"
+                ) from None
+            next_offset = max(next_offset, header.last_offset + 1)
+            if header.is_control:
+                continue
+            records.extend(record for record in batch_records if record.offset >= offset)
+        if result.segment is not None and next_offset == offset and result.size:
+            # The range held only part of one batch: never expected (reads return at least one).
+            raise CorruptRecordError(
+                f"topic {self.topic!r} partition {self.partition} offset {offset}: unreadable batch"
+            )
+        if result.segment is None and offset < result.high_watermark:
+            next_offset = result.high_watermark  # offsets compacted away up to the end
+        return RecordsResult(records, next_offset, result.high_watermark, result.log_start_offset)
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after `timestamp`, below the high watermark."""
+        with self._lock:
+            upper = self.high_watermark
+            candidates = [(segment, segment.size_bytes) for segment in self._segments]
+        for segment, size in candidates:
+            if segment.base_offset >= upper:
+                break
+            if segment.max_timestamp != NO_TIMESTAMP and segment.max_timestamp < timestamp:
+                continue
+            end_position = size
+            if segment.next_offset > upper:
+                end_position, _ = segment.find_position(upper, size)
+            found = segment.find_timestamp(timestamp, end_position)
+            if found is not None and found[0] >= self._log_start_offset:
+                return found
+        return None
+
+    def max_timestamp(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the record with the greatest timestamp, as Kafka's MAX_TIMESTAMP."""
+        with self._lock:
+            best: tuple[int, int] | None = None
+            for segment in self._segments:
+                if segment.max_timestamp != NO_TIMESTAMP and (best is None or segment.max_timestamp > best[1]):
+                    best = (segment.offset_of_max_timestamp, segment.max_timestamp)
+            return best
+
+    # --- retention --------------------------------------------------------------------------
+
+    def delete_records(self, before_offset: int) -> int:
+        """Advance the log start offset to `before_offset` (Kafka's DeleteRecords)."""
+        with self._lock:
+            self._check_writable()
+            if before_offset > self.high_watermark or before_offset < 0:
+                raise OffsetOutOfRangeError(
+                    f"{self.name}: cannot delete before {before_offset}, high watermark is {self.high_watermark}"
+                )
+            self._log_start_offset = max(self._log_start_offset, before_offset)
+            self._delete_segments(lambda segment: segment.next_offset <= self._log_start_offset)
+            return self._log_start_offset
+
+    def apply_retention(self, now: int | None = None) -> int:
+        """Delete whole segments past `retention.ms` or beyond `retention.bytes`; return how many."""
+        if not self.config.delete:
+            return 0
+        now = now_ms() if now is None else now
+        deleted = 0
+        with self._lock:
+            self._check_writable()
+            if self.config.retention_ms >= 0:
+                horizon = now - self.config.retention_ms
+                deleted += self._delete_segments(
+                    lambda segment: segment.max_timestamp != NO_TIMESTAMP and segment.max_timestamp < horizon
+                )
+            if self.config.retention_bytes >= 0:
+                excess = self.size_bytes - self.config.retention_bytes
+
+                def over(segment: LogSegment) -> bool:
+                    nonlocal excess
+                    if excess - segment.size_bytes < 0:
+                        return False
+                    excess -= segment.size_bytes
+                    return True
+
+                deleted += self._delete_segments(over)
+        return deleted
+
+    def _delete_segments(self, predicate: Callable[[LogSegment], bool]) -> int:
+        """Delete segments from the oldest while `predicate` holds; never below the high watermark.
+
+        The active segment is rolled first when it too must go, as Kafka does, so that
+        retention can empty a quiet topic.
+        """
+        doomed = 0
+        while doomed < len(self._segments) and predicate(self._segments[doomed]):
+            if self._segments[doomed].is_empty():
+                break
+            doomed += 1
+        if doomed == 0:
+            return 0
+        if doomed == len(self._segments):
+            if self._segments[-1].next_offset > self.high_watermark:
+                doomed -= 1  # never delete what readers cannot yet see
+            else:
+                self._roll()
+        victims = self._segments[:doomed]
+        del self._segments[:doomed]
+        del self._bases[:doomed]
+        self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        if self._recovery_point < self._segments[0].base_offset:
+            self._recovery_point = self._segments[0].base_offset
+        self._retire(victims)
+        return len(victims)
+
+    def _retire(self, victims: list[LogSegment]) -> None:
+        deadline = now_ms() + self.config.file_delete_delay_ms
+        for segment in victims:
+            segment.delete_files()
+            self._retired.append((deadline, segment))
+        _sync_directory(self.directory)
+
+    def close_retired(self, now: int | None = None, *, all_of_them: bool = False) -> None:
+        """Close descriptors of deleted segments once no reader can still hold them."""
+        now = now_ms() if now is None else now
+        with self._lock:
+            keep = []
+            for deadline, segment in self._retired:
+                if all_of_them or deadline <= now:
+                    segment.close()
+                else:
+                    keep.append((deadline, segment))
+            self._retired = keep
+
+    # --- compaction support -----------------------------------------------------------------
+
+    def replace_segment(self, old: LogSegment, new: LogSegment | None) -> None:
+        """Swap a cleaned segment in for `old` (or drop it when cleaning left nothing)."""
+        with self._lock:
+            index = self._segments.index(old)
+            invariant(index < len(self._segments) - 1, "the active segment is never replaced")
+            if new is None:
+                del self._segments[index]
+                del self._bases[index]
+            else:
+                invariant(new.base_offset == old.base_offset, "a cleaned segment keeps its base")
+                self._segments[index] = new
+            deadline = now_ms() + self.config.file_delete_delay_ms
+            self._retired.append((deadline, old))
+
+    def set_config(self, config: TopicConfig) -> None:
+        with self._lock:
+            self.config = config
+            for segment in self._segments:
+                segment.index_interval_bytes = config.index_interval_bytes
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush everything, seal the active segment's indexes and close every descriptor."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._failure is None:
+                self.flush()
+                self._segments[-1].seal()
+            self._closed = True
+            for segment in self._segments:
+                segment.close()
+            self.close_retired(all_of_them=True)
+
+    def verify(self, on_progress: Callable[[int], None] | None = None) -> list[str]:
+        """Scrub: read every batch and check its CRC and offsets. Returns problems found."""
+        problems: list[str] = []
+        for segment in self.segments:
+            expected = segment.base_offset
+            try:
+                for position, header in segment.headers_from(0, segment.size_bytes):
+                    data = segment.read(position, header.size_bytes)
+                    try:
+                        verify_crc(data, 0, header)
+                        decode_records(data, verify=False)
+                    except CorruptRecordError as error:
+                        problems.append(
+                            f"topic {self.topic!r} partition {self.partition} offset {header.base_offset}: {error}"
+                        )
+                    if header.base_offset < expected:
+                        problems.append(
+                            f"topic {self.topic!r} partition {self.partition} offset {header.base_offset}: "
+                            f"offsets go backwards (expected >= {expected})"
+                        )
+                    expected = header.last_offset + 1
+                    if on_progress is not None:
+                        on_progress(header.size_bytes)
+            except CorruptRecordError as error:
+                problems.append(f"topic {self.topic!r} partition {self.partition} segment {segment.path}: {error}")
+        return problems
+
+    def __repr__(self) -> str:
+        return f"PartitionLog({self.name}, start={self._log_start_offset}, end={self._next_offset})"
+
+
+def _sync_directory(path: str) -> None:
+    """fsync a directory so a created, renamed or deleted entry in it survives a crash."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise StorageError(f"fsync directory {path}: {error.strerror}") from error
+
+
+__all__ = ["AppendResult", "PartitionLog", "ReadResult", "RecordsResult", "TimestampType", "now_ms"]
