@@ -141,8 +141,11 @@ def _install(log: PartitionLog, old: LogSegment, data: bytes) -> None:
         for path in (old.offset_index.path, old.time_index.path):
             if os.path.exists(path):
                 os.unlink(path)
-        if not data:
+        if not data and log.segments[0] is not old:
+            # Nothing survived: drop the segment. The first one stays, even empty, so the log
+            # start offset is the same after a restart as before it.
             os.unlink(swap)
+            os.unlink(old.path)
             _sync_directory(directory)
             log.replace_segment(old, None)
             return

@@ -23,13 +23,18 @@ _NEEDS_SWAP = sys.byteorder == "little"
 
 
 class _IndexFile:
-    """The file under an index: append-only writes, truncation and fsync."""
+    """The file under an index: buffered appends, truncation and fsync.
 
-    __slots__ = ("_fd", "path")
+    Appends stay in memory until `flush` or `close` (a segment flushes its indexes when it is
+    sealed): an index is a cache, and recovery rebuilds any that a crash left short.
+    """
+
+    __slots__ = ("_fd", "_pending", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd = -1
+        self._pending = bytearray()
 
     def _open(self) -> int:
         if self._fd < 0:
@@ -44,25 +49,35 @@ class _IndexFile:
             return b""
 
     def append(self, data: bytes) -> None:
-        # Index writes are not checked for durability: a lost or torn index is rebuilt.
-        os.write(self._open(), data)
+        self._pending += data
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            os.write(self._open(), self._pending)
+            self._pending.clear()
 
     def replace(self, data: bytes) -> None:
+        self._pending.clear()
         fd = self._open()
         os.ftruncate(fd, 0)
         if data:
             os.write(fd, data)
 
     def flush(self) -> None:
+        self._write_pending()
         if self._fd >= 0:
             os.fsync(self._fd)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        try:
+            self._write_pending()
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def delete(self) -> None:
+        self._pending.clear()
         self.close()
         try:
             os.unlink(self.path)
@@ -114,8 +129,10 @@ class OffsetIndex:
     def append(self, offset: int, position: int) -> None:
         self._ensure_loaded()
         relative = offset - self.base_offset
-        invariant(not self._offsets or relative > self._offsets[-1], "offset index goes back")
-        invariant(0 <= relative < 2**31 and 0 <= position < 2**31, "offset index entry range")
+        invariant(
+            (not self._offsets or relative > self._offsets[-1]) and 0 <= relative < 2**31 and 0 <= position < 2**31,
+            "offset index entries increase and fit int32",
+        )
         self._offsets.append(relative)
         self._positions.append(position)
         self._file.append(_OFFSET_ENTRY.pack(relative, position))

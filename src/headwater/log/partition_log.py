@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from headwater import limits
 from headwater._invariant import invariant
@@ -31,6 +32,7 @@ from headwater.errors import (
 from headwater.log.compression import Compression
 from headwater.log.config import TopicConfig
 from headwater.log.record_batch import (
+    LOG_OVERHEAD,
     NewRecord,
     Record,
     TimestampType,
@@ -58,8 +60,7 @@ _CODECS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
+class AppendResult(NamedTuple):
     """Where an appended batch landed; `flush_due` asks the caller to `flush` per the policy."""
 
     base_offset: int
@@ -183,29 +184,33 @@ class PartitionLog:
         default policy: once the batch is on disk). Otherwise the caller must call `flush`
         when `flush_due` says so.
         """
-        view = memoryview(batch).cast("B")
+        view = memoryview(batch)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        size = len(view)
+        config = self.config
         header = parse_header(view)
-        if header.size_bytes != len(view):
+        if header.batch_length + LOG_OVERHEAD != size:
             raise CorruptRecordError(
-                f"{self.name}: batch declares {header.size_bytes} bytes but {len(view)} were given"
+                f"{self.name}: batch declares {header.size_bytes} bytes but {size} were given"
             )
-        if len(view) > self.config.max_message_bytes:
+        if size > config.max_message_bytes:
             raise RecordBatchTooLargeError(
-                f"{self.name}: batch of {len(view)} bytes exceeds max.message.bytes="
-                f"{self.config.max_message_bytes}"
+                f"{self.name}: batch of {size} bytes exceeds max.message.bytes={config.max_message_bytes}"
             )
         verify_crc(view, 0, header)
-        if header.record_count < 1 or header.record_count != header.last_offset_delta + 1:
+        record_count = header.record_count
+        if record_count < 1 or record_count != header.last_offset_delta + 1:
             raise InvalidRecordError(
-                f"{self.name}: record count {header.record_count} does not match last offset "
+                f"{self.name}: record count {record_count} does not match last offset "
                 f"delta {header.last_offset_delta}"
             )
-        if self.config.compact and not header.is_control:
+        if config.compact and not header.is_control:
             for record in decode_records(view, verify=False):
                 if record.key is None:
                     raise InvalidRecordError(f"{self.name}: a compacted topic needs a key on every record")
         append_time = -1
-        if self.config.message_timestamp_type == "LogAppendTime":
+        if config.message_timestamp_type == "LogAppendTime":
             append_time = now_ms()
             stamped = bytearray(view)
             set_log_append_time(stamped, append_time)
@@ -214,16 +219,13 @@ class PartitionLog:
         with self._lock:
             self._check_writable()
             base_offset = self._next_offset
-            segment = self._maybe_roll(len(view), header.last_offset_delta)
-            try:
-                segment.append(view, header, base_offset)
-            except StorageError:
-                # The segment cut its file back: the log is unchanged and still readable.
-                raise
-            self._next_offset = base_offset + header.last_offset_delta + 1
-            self._unflushed_messages += header.record_count
-            flush_due = self._unflushed_messages >= self.config.flush_messages
-            last_offset = self._next_offset - 1
+            segment = self._maybe_roll(size, header.last_offset_delta)
+            # On failure the segment cuts its file back: the log is unchanged and readable.
+            segment.append(view, header, base_offset)
+            last_offset = base_offset + header.last_offset_delta
+            self._next_offset = last_offset + 1
+            self._unflushed_messages += record_count
+            flush_due = self._unflushed_messages >= config.flush_messages
             log_start = self._log_start_offset
         if flush_due and wait_for_flush:
             self.flush(last_offset + 1)
@@ -459,10 +461,15 @@ class PartitionLog:
         retention can empty a quiet topic.
         """
         doomed = 0
-        while doomed < len(self._segments) and predicate(self._segments[doomed]):
-            if self._segments[doomed].is_empty():
+        last = len(self._segments) - 1
+        while doomed <= last:
+            segment = self._segments[doomed]
+            if segment.is_empty() and doomed < last:
+                doomed += 1  # emptied by compaction: nothing to keep
+            elif not segment.is_empty() and predicate(segment):
+                doomed += 1
+            else:
                 break
-            doomed += 1
         if doomed == 0:
             return 0
         if doomed == len(self._segments):

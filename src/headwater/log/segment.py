@@ -129,9 +129,12 @@ class LogSegment:
         """
         size = len(batch)
         last_offset = base_offset + header.last_offset_delta
-        invariant(size == header.size_bytes, "batch size matches its header")
-        invariant(base_offset >= self.next_offset, "segment offsets increase")
-        invariant(last_offset - self.base_offset <= limits.SEGMENT_RELATIVE_OFFSET_MAX, "relative offset")
+        invariant(
+            size == header.batch_length + 12
+            and base_offset >= self.next_offset
+            and last_offset - self.base_offset <= limits.SEGMENT_RELATIVE_OFFSET_MAX,
+            "a batch fits the end of its segment",
+        )
         position = self.size_bytes
         try:
             written = os.writev(self._fd, [set_base_offset(batch, base_offset), batch[8:]])
@@ -140,11 +143,6 @@ class LogSegment:
         except OSError as error:
             self._cut_back(position)
             raise storage_error(error, f"append to {self.path}") from error
-        self._after_append(position, size, header, base_offset)
-        return position
-
-    def _after_append(self, position: int, size: int, header: BatchHeader, base_offset: int) -> None:
-        last_offset = base_offset + header.last_offset_delta
         if self._bytes_since_index_entry >= self.index_interval_bytes and position > 0:
             self.offset_index.append(base_offset, position)
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
@@ -157,6 +155,7 @@ class LogSegment:
             self.first_batch_timestamp = header.max_timestamp
         self.size_bytes = position + size
         self.next_offset = last_offset + 1
+        return position
 
     def _cut_back(self, position: int) -> None:
         try:

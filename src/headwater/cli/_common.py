@@ -1,0 +1,172 @@
+"""What every command shares: finding the data directory, opening it, and reporting errors.
+
+Each `HeadwaterError` becomes one line, "error: ...", on stderr and exit status 1: a command
+line tool's user wants the reason, not a traceback. The log manager is always closed, because
+closing is what writes the clean-shutdown marker that spares the next open a recovery scan.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headwater.errors import ConfigError, HeadwaterError
+from headwater.log.manager import LogManager, open_log_manager
+
+DATA_DIR_ENV = "HEADWATER_DATA_DIR"
+DEFAULT_DATA_DIR = "./headwater-data"
+
+# Wide enough that a table piped to a file or another program is never folded or truncated.
+_PIPE_WIDTH = 1000
+
+DataDirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data-dir",
+        metavar="DIR",
+        help=f"Data directory (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR}).",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(slots=True)
+class CliState:
+    """A `--data-dir` given before the subcommand (`headwater --data-dir D topic list`)."""
+
+    data_dir: str | None = None
+
+
+def remember_data_dir(ctx: typer.Context, data_dir: str | None) -> None:
+    """Record a group-level `--data-dir`; an inner group's value wins over an outer one's."""
+    if data_dir is not None:
+        ctx.ensure_object(CliState).data_dir = data_dir
+
+
+def resolve_data_dir(ctx: typer.Context, data_dir: str | None) -> str:
+    """The command's own option, else a group's, else the environment, else the default."""
+    if data_dir is not None:
+        return data_dir
+    state = ctx.find_object(CliState)
+    if state is not None and state.data_dir is not None:
+        return state.data_dir
+    return os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+
+
+def error_line(message: object) -> None:
+    """Print one "error: ..." line on stderr (no markup: messages quote user input)."""
+    typer.echo(f"error: {message}", err=True)
+
+
+def fail(message: object) -> NoReturn:
+    error_line(message)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def reporting_errors() -> Iterator[None]:
+    """Turn a `HeadwaterError` raised inside into "error: ..." and exit status 1."""
+    try:
+        yield
+    except HeadwaterError as error:
+        fail(error)
+
+
+@contextmanager
+def open_data_dir(
+    ctx: typer.Context, data_dir: str | None, owner: str, *, create: bool = False
+) -> Iterator[LogManager]:
+    """Open the data directory under an exclusive lock, and always close it.
+
+    Only commands that make topics (`create=True`) may create the directory: a typo in
+    `--data-dir` should say so, not silently show an empty, new directory.
+    """
+    path = resolve_data_dir(ctx, data_dir)
+    with reporting_errors():
+        if not create and not os.path.isdir(path):
+            raise ConfigError(
+                f"data directory {path} does not exist (create a topic first, or set --data-dir "
+                f"or ${DATA_DIR_ENV})"
+            )
+        manager = open_log_manager(path, owner=owner)
+        try:
+            yield manager
+        finally:
+            manager.close()
+
+
+def parse_key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
+    """Parse repeated `key=value` arguments; raise `ConfigError` on one without '='."""
+    result: dict[str, str] = {}
+    for pair in pairs or ():
+        key, separator, value = pair.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise ConfigError(f"{what} {pair!r} is not of the form key=value")
+        result[key] = value
+    return result
+
+
+def stdout_console() -> Console:
+    """A console for tables on stdout, made per call so it follows a redirected `sys.stdout`."""
+    width = None if sys.stdout.isatty() else _PIPE_WIDTH
+    return Console(highlight=False, markup=False, width=width, soft_wrap=False)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, markup=False)
+
+
+def plain_table(*columns: str) -> Table:
+    """A borderless table with upper-case headers, like rpk's, easy to read and to `awk`."""
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, no_wrap=True, overflow="fold")
+    return table
+
+
+def print_table(table: Table) -> None:
+    """Print a table on stdout without the trailing blanks rich pads its last column with."""
+    console = stdout_console()
+    with console.capture() as capture:
+        console.print(table)
+    lines = capture.get().splitlines()
+    typer.echo("\n".join(line.rstrip() for line in lines))
+
+
+def format_bytes(size: int) -> str:
+    """Bytes in binary units for people (e.g. "1.5 MiB"); exact counts go in JSON output."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "CliState",
+    "DataDirOption",
+    "error_line",
+    "fail",
+    "format_bytes",
+    "open_data_dir",
+    "parse_key_values",
+    "plain_table",
+    "print_table",
+    "remember_data_dir",
+    "reporting_errors",
+    "resolve_data_dir",
+    "stderr_console",
+    "stdout_console",
+]
