@@ -23,7 +23,9 @@ RECORDS_PER_BATCH = 1_000
 
 def _batches(value_bytes: int, batch_count: int) -> list[bytes]:
     value = os.urandom(value_bytes)
-    records = [NewRecord(None, value, 1_700_000_000_000 + index) for index in range(RECORDS_PER_BATCH)]
+    records = [
+        NewRecord(None, value, 1_700_000_000_000 + index) for index in range(RECORDS_PER_BATCH)
+    ]
     batch = encode_batch(records)
     return [batch] * batch_count
 
@@ -57,7 +59,9 @@ def _plain_read(directory: str, chunk_bytes: int) -> tuple[float, int]:
     return elapsed, total
 
 
-def _log_append(directory: str, batches: list[bytes], flush_messages: int, threads: int = 1) -> float:
+def _log_append(
+    directory: str, batches: list[bytes], flush_messages: int, threads: int = 1
+) -> float:
     with LogManager(os.path.join(directory, "data"), owner="benchmark") as manager:
         manager.create_topic("bench", 1, {"flush.messages": str(flush_messages)})
         log = manager.partition("bench", 0)
@@ -86,7 +90,9 @@ def _interleaved_append(directory: str, batches: list[bytes]) -> tuple[float, fl
     Alternating puts both under the same page-cache and writeback conditions, which otherwise
     swing either figure by 2x on this machine depending on which runs first.
     """
-    plain_fd = os.open(os.path.join(directory, "plain.bin"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    plain_fd = os.open(
+        os.path.join(directory, "plain.bin"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+    )
     plain = logged = 0.0
     clock = time.perf_counter
     with LogManager(os.path.join(directory, "data"), owner="benchmark") as manager:
@@ -144,7 +150,9 @@ def main() -> None:
         batches = _batches(value_bytes, batch_count)
         records = batch_count * RECORDS_PER_BATCH
         size = batch_count * len(sample)
-        print(f"\n{value_bytes} B values, batches of {RECORDS_PER_BATCH:,} ({len(sample):,} B), {size / 1e6:,.0f} MB")
+        print(
+            f"\n{value_bytes} B values, batches of {RECORDS_PER_BATCH:,} ({len(sample):,} B), {size / 1e6:,.0f} MB"
+        )
         plain_w, log_w, plain_r, log_r = [], [], [], []
         for _ in range(args.repeat):
             directory = tempfile.mkdtemp(prefix="headwater-bench-", dir=os.environ.get("BENCH_DIR"))
@@ -158,10 +166,18 @@ def main() -> None:
                 log_r.append(elapsed)
             finally:
                 shutil.rmtree(directory)
-        print(_line("plain write (page cache, no fsync, interleaved)", records, size, min(plain_w), None))
+        print(
+            _line(
+                "plain write (page cache, no fsync, interleaved)", records, size, min(plain_w), None
+            )
+        )
         print(_line("log append, fsync left to the OS", records, size, min(log_w), min(plain_w)))
         print(_line("plain read (1 MiB preads)", records, size, min(plain_r), None))
-        print(_line("log read (1 MiB fetches, whole batches)", records, size, min(log_r), min(plain_r)))
+        print(
+            _line(
+                "log read (1 MiB fetches, whole batches)", records, size, min(log_r), min(plain_r)
+            )
+        )
 
         # Durable appends: a plain write+fsync per batch beside the log's group commit.
         few = batches[: max(20, min(400, batch_count // 10))]
@@ -176,19 +192,31 @@ def main() -> None:
         finally:
             shutil.rmtree(directory)
         print(_line("plain write + fsync per batch", few_records, few_size, plain_sync, None))
-        print(_line("log append, fsync every append, 1 thread", few_records, few_size, one, plain_sync))
-        print(_line("log append, fsync every append, 4 threads", few_records, few_size, four, plain_sync))
+        print(
+            _line(
+                "log append, fsync every append, 1 thread", few_records, few_size, one, plain_sync
+            )
+        )
+        print(
+            _line(
+                "log append, fsync every append, 4 threads", few_records, few_size, four, plain_sync
+            )
+        )
 
     # Encoding a batch in Python (what the embedded producer pays).
-    records = [NewRecord(None, os.urandom(100), 1_700_000_000_000 + i) for i in range(RECORDS_PER_BATCH)]
+    records = [
+        NewRecord(None, os.urandom(100), 1_700_000_000_000 + i) for i in range(RECORDS_PER_BATCH)
+    ]
     timings = []
     for _ in range(20):
         start = time.perf_counter()
         encode_batch(records)
         timings.append(time.perf_counter() - start)
     best = min(timings)
-    print(f"\nencode_batch, 1,000 x 100 B records: {RECORDS_PER_BATCH / best:,.0f} rec/s "
-          f"(median {RECORDS_PER_BATCH / statistics.median(timings):,.0f})")
+    print(
+        f"\nencode_batch, 1,000 x 100 B records: {RECORDS_PER_BATCH / best:,.0f} rec/s "
+        f"(median {RECORDS_PER_BATCH / statistics.median(timings):,.0f})"
+    )
 
 
 if __name__ == "__main__":

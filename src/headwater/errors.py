@@ -15,7 +15,7 @@ class HeadwaterError(Exception):
     retriable: bool = False
 
 
-class InvariantViolation(HeadwaterError):  # noqa: N818 - named for what it is
+class InvariantViolation(HeadwaterError):
     """Something that must always hold did not: a bug, never bad input."""
 
 

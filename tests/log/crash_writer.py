@@ -29,7 +29,7 @@ import threading
 import traceback
 
 PARTITIONS = 2
-SEGMENT_BYTES = 16 * 1024
+SEGMENT_BYTES = 64 * 1024
 INDEX_INTERVAL_BYTES = 1024
 MAX_PAYLOAD_BYTES = 2000
 MAX_RECORDS_PER_BATCH = 5
@@ -79,6 +79,10 @@ def main(argv: list[str]) -> int:
     manager = LogManager(data_dir, owner="crash_writer")
     if not manager.has_topic(topic):
         manager.create_topic(topic, PARTITIONS, topic_configs(flush_messages))
+    configured = manager.topic(topic).config.flush_messages
+    if configured != flush_messages:  # acks would not match the topic's real policy
+        sys.stderr.write(f"{topic} has flush.messages={configured}, not {flush_messages}\n")
+        return 2
     emit("opened")
 
     def append_forever(partition: int, thread: int, numbering: threading.Lock) -> None:
@@ -93,7 +97,9 @@ def main(argv: list[str]) -> int:
                 durable_in_append = flush_messages == 1 and thread == 0
                 with numbering:
                     base = log.log_end_offset
-                    records = [NewRecord(*expected_record(partition, base + i)) for i in range(count)]
+                    records = [
+                        NewRecord(*expected_record(partition, base + i)) for i in range(count)
+                    ]
                     # Thread 0 with flush.messages=1 lets `append` fsync (group commit) before it
                     # returns; every other thread appends and flushes on its own below.
                     result = log.append_records(
@@ -104,11 +110,7 @@ def main(argv: list[str]) -> int:
                 batches += 1
                 if durable_in_append:
                     emit(f"ack {partition} {result.last_offset}")
-                elif (
-                    flush_messages == 1
-                    or result.flush_due
-                    or batches % FLUSH_EVERY_BATCHES == 0
-                ):
+                elif flush_messages == 1 or result.flush_due or batches % FLUSH_EVERY_BATCHES == 0:
                     log.flush(result.last_offset + 1)
                     emit(f"ack {partition} {result.last_offset}")
         except BaseException:

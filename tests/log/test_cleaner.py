@@ -10,7 +10,11 @@ from headwater.log.record_batch import NewRecord
 
 
 def _compacted(manager: LogManager, **extra: str) -> PartitionLog:
-    configs = {"cleanup.policy": "compact", "segment.bytes": "1024", "min.cleanable.dirty.ratio": "0.01"}
+    configs = {
+        "cleanup.policy": "compact",
+        "segment.bytes": "1024",
+        "min.cleanable.dirty.ratio": "0.01",
+    }
     configs.update(extra)
     manager.create_topic("c", 1, configs)
     return manager.partition("c", 0)
@@ -77,14 +81,18 @@ def test_compaction_survives_reopen(data_dir: Path) -> None:
     with LogManager(str(data_dir)) as manager:
         log = _compacted(manager)
         for number in range(100):
-            log.append_records([NewRecord(b"k%d" % (number % 4), b"%d" % number + b"." * 50, number)])
+            log.append_records(
+                [NewRecord(b"k%d" % (number % 4), b"%d" % number + b"." * 50, number)]
+            )
         clean_partition(log, now=1_000)
         before = _all(log)
     with LogManager(str(data_dir)) as manager:
         log = manager.partition("c", 0)
         assert _all(log) == before
         assert log.verify() == []
-        assert not [name for name in os.listdir(data_dir / "c-0") if name.endswith((".cleaned", ".swap"))]
+        assert not [
+            name for name in os.listdir(data_dir / "c-0") if name.endswith((".cleaned", ".swap"))
+        ]
 
 
 def test_delete_policy_topic_is_not_compacted(manager: LogManager) -> None:
@@ -94,3 +102,31 @@ def test_delete_policy_topic_is_not_compacted(manager: LogManager) -> None:
         log.append_records([NewRecord(b"same", b"v" * 50, number)])
     manager.maintenance(now=10**6)
     assert len(_all(log)) == 60
+
+
+def test_partially_retained_batches_keep_offsets_and_producer_fields(manager: LogManager) -> None:
+    from headwater.log.record_batch import encode_batch, iter_batches
+
+    log = _compacted(manager)
+    for round_number in range(20):
+        batch = encode_batch(
+            [NewRecord(b"k%d" % (n % 3), b"r%d-%d" % (round_number, n), 100 + n) for n in range(6)],
+            producer_id=42,
+            producer_epoch=3,
+            base_sequence=round_number * 6,
+        )
+        log.append(batch)
+    clean_partition(log, now=10_000)
+    closed = log.segments[:-1]
+    assert closed
+    for segment in closed:
+        data = segment.read(0, segment.size_bytes)
+        for _, header in iter_batches(data):
+            assert header.producer_id == 42 and header.producer_epoch == 3
+            assert header.record_count <= 3  # only the last of each key in the batch at most
+    survivors = _all(log)
+    assert [offset for offset, _, _ in survivors] == sorted({offset for offset, _, _ in survivors})
+    for offset, key, value in survivors:
+        round_number, n = divmod(offset, 6)
+        assert value == b"r%d-%d" % (round_number, n) and key == b"k%d" % (n % 3)
+    assert log.verify() == []

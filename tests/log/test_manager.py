@@ -127,7 +127,9 @@ def test_second_process_is_refused_with_the_holder_named(data_dir: Path) -> None
             "    print(error)\n"
             "    sys.exit(3)\n"
         )
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 3, result.stderr
         assert "test holder" in result.stdout and str(os.getpid()) in result.stdout
     # Released on close: a new owner gets in.
@@ -137,7 +139,9 @@ def test_second_process_is_refused_with_the_holder_named(data_dir: Path) -> None
 def test_background_maintenance_applies_retention(data_dir: Path) -> None:
     manager = LogManager(str(data_dir))
     try:
-        manager.create_topic("t", 1, {"segment.bytes": "1024", "retention.ms": "1", "file.delete.delay.ms": "0"})
+        manager.create_topic(
+            "t", 1, {"segment.bytes": "1024", "retention.ms": "1", "file.delete.delay.ms": "0"}
+        )
         log = manager.partition("t", 0)
         for start in range(0, 30, 3):
             log.append_records(records(3, start=start, size=100))

@@ -113,7 +113,7 @@ def test_offset_for_timestamp_with_out_of_order_timestamps(manager: LogManager) 
 
 def test_oversized_batch_is_refused(manager: LogManager) -> None:
     log = _log(manager, max_message_bytes="500")
-    with pytest.raises(RecordBatchTooLargeError, match="max.message.bytes"):
+    with pytest.raises(RecordBatchTooLargeError, match=r"max\.message\.bytes"):
         log.append_records([NewRecord(None, b"x" * 600, 1)])
     assert log.log_end_offset == 0
 
@@ -147,7 +147,9 @@ def test_compressed_batches_are_stored_as_sent(manager: LogManager, codec: Compr
     log.append(batch)
     stored = log.read(0, 1 << 20).read_bytes()
     assert stored[8:] == batch[8:]  # only the base offset is ours to set
-    assert [record.value for record in log.read_records(0).records] == [r.value for r in records(50)]
+    assert [record.value for record in log.read_records(0).records] == [
+        r.value for r in records(50)
+    ]
 
 
 def test_log_append_time(manager: LogManager) -> None:
@@ -210,7 +212,7 @@ def test_deleted_segment_stays_readable_through_an_old_snapshot(manager: LogMana
     snapshot = log.read(0, 1 << 20)
     log.delete_records(20)
     assert not os.path.exists(snapshot.segment.path)  # type: ignore[union-attr]
-    assert list(iter_batches(snapshot.read_bytes()))[0][1].base_offset == 0
+    assert next(iter(iter_batches(snapshot.read_bytes())))[1].base_offset == 0
 
 
 def test_flush_policy_every_append_hides_unflushed_records(manager: LogManager) -> None:
@@ -251,7 +253,8 @@ def test_group_commit_shares_fsyncs(manager: LogManager, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
     threads = [
-        threading.Thread(target=lambda: [log.append_records(records(1)) for _ in range(25)]) for _ in range(8)
+        threading.Thread(target=lambda: [log.append_records(records(1)) for _ in range(25)])
+        for _ in range(8)
     ]
     for thread in threads:
         thread.start()

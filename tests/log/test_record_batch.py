@@ -502,7 +502,7 @@ new_records = st.builds(
     NewRecord,
     key=st.none() | st.binary(max_size=40),
     value=st.none() | st.binary(max_size=300),
-    timestamp=st.integers(-(2**62), 2**62),
+    timestamp=st.integers(-(2**62), 2**62 - 1),  # any two differ by at most int64 max
     headers=st.lists(header_pairs, max_size=3),
 )
 
@@ -683,10 +683,10 @@ def plausible_batches(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         body = draw(st.binary(max_size=300))
     else:
-        body = bytearray(b"".join(raw_record(key=b"k%d" % i, value=b"v") for i in range(3)))
+        damaged = bytearray(b"".join(raw_record(key=b"k%d" % i, value=b"v") for i in range(3)))
         for _ in range(draw(st.integers(1, 4))):
-            body[draw(st.integers(0, len(body) - 1))] = draw(st.integers(0, 255))
-        body = bytes(body)
+            damaged[draw(st.integers(0, len(damaged) - 1))] = draw(st.integers(0, 255))
+        body = bytes(damaged)
     codec = draw(st.integers(0, 7))
     if 0 < codec < 5 and draw(st.booleans()):
         body = compress(Compression(codec), body)

@@ -19,10 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from headwater.errors import ConfigError, HeadwaterError
-from headwater.log.manager import LogManager, open_log_manager
+from headwater.log.manager import META_DIRECTORY, LogManager, open_log_manager
 
 DATA_DIR_ENV = "HEADWATER_DATA_DIR"
 DEFAULT_DATA_DIR = "./headwater-data"
+# The directory whose presence marks a data directory as Headwater's own.
+_META_ROOT = os.path.normpath(META_DIRECTORY).split(os.sep)[0]
 
 # Wide enough that a table piped to a file or another program is never folded or truncated.
 _PIPE_WIDTH = 1000
@@ -80,6 +82,31 @@ def reporting_errors() -> Iterator[None]:
         fail(error)
 
 
+def _check_data_dir(path: str, *, create: bool) -> None:
+    """Refuse a directory that is neither a Headwater data directory nor new (or empty).
+
+    Opening a directory makes it a data directory, and loading one removes any `NAME-N`
+    subdirectory it has no topic for; pointed at the wrong place by a typo, that would delete
+    someone's files. So only a directory Headwater made, or one it may make, is opened.
+    """
+    if os.path.isdir(os.path.join(path, _META_ROOT)):
+        return
+    hint = f"create a topic first, or set --data-dir or ${DATA_DIR_ENV}"
+    if not os.path.exists(path):
+        if create:
+            return
+        raise ConfigError(f"data directory {path} does not exist ({hint})")
+    if not os.path.isdir(path):
+        raise ConfigError(f"data directory {path} is not a directory")
+    if create and not os.listdir(path):
+        return
+    if create:
+        raise ConfigError(
+            f"{path} is not a Headwater data directory and is not empty; refusing to use it"
+        )
+    raise ConfigError(f"{path} is not a Headwater data directory ({hint})")
+
+
 @contextmanager
 def open_data_dir(
     ctx: typer.Context, data_dir: str | None, owner: str, *, create: bool = False
@@ -91,11 +118,7 @@ def open_data_dir(
     """
     path = resolve_data_dir(ctx, data_dir)
     with reporting_errors():
-        if not create and not os.path.isdir(path):
-            raise ConfigError(
-                f"data directory {path} does not exist (create a topic first, or set --data-dir "
-                f"or ${DATA_DIR_ENV})"
-            )
+        _check_data_dir(path, create=create)
         manager = open_log_manager(path, owner=owner)
         try:
             yield manager

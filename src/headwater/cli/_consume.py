@@ -202,15 +202,14 @@ class RecordFormat:
         if self.parts == ("v", b"\n"):
             # The default format, by far the most common: one join, no per-field calls.
             return b"".join([(record.value or b"") + b"\n" for record in records])
+        # Literals, topic and partition are the same for every record here: bytes, not calls.
         constants = {"t": topic.encode(), "p": str(partition).encode()}
-        fields: list[_Field | bytes] = [
-            part
-            if isinstance(part, bytes)
-            else constants[part]
-            if part in constants
-            else _RECORD_FIELDS[part]
-            for part in self.parts
-        ]
+        fields: list[_Field | bytes] = []
+        for part in self.parts:
+            if isinstance(part, bytes):
+                fields.append(part)
+            else:
+                fields.append(constants.get(part) or _RECORD_FIELDS[part])
         out: list[bytes] = []
         append = out.append
         for record in records:
@@ -271,7 +270,7 @@ def _silence_stdout() -> None:
 
 def consume(
     ctx: typer.Context,
-    topic: Annotated[str, typer.Argument(help="Topic to consume from.")],
+    topic: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic to consume from.")],
     offset: Annotated[
         str | None,
         typer.Option(
@@ -302,7 +301,7 @@ def consume(
             "--format",
             "-f",
             help="'json', or a format string: %t topic, %p partition, %o offset, %k key, "
-            "%v value, %d timestamp ms, %h headers, %K/%V key/value length, %H header "
+            "%v value, %d (or %T) timestamp ms, %h headers, %K/%V key/value length, %H header "
             "count, escapes \\n \\t \\xNN.",
         ),
     ] = DEFAULT_FORMAT,

@@ -1,9 +1,11 @@
 """`headwater topic produce`: stdin lines to records, batched per partition.
 
-Lines are read in binary and only the trailing newline is removed, so any bytes survive. Records
-are buffered per partition and appended as one batch when a batch is full (or at EOF), which is
-what makes large inputs fast: the cost of a batch (encoding, CRC, a write) is shared by up to
-`_BATCH_RECORDS_MAX` records.
+Lines are read in binary and only the trailing newline is removed, so any bytes survive. Lines
+are taken in chunks of `_BATCH_RECORDS_MAX`; records that share a partition rule (no key, or one
+key for all) become one batch per chunk, and records keyed line by line are buffered per
+partition until a batch is full (or at EOF). Batching is what makes large inputs fast: the cost
+of a batch (encoding, CRC, a write) is shared by up to `_BATCH_RECORDS_MAX` records, and no
+batch outgrows the topic's `max.message.bytes`.
 
 Durability: batches are appended without waiting for fsync, and every partition that needs a
 sync (per its `flush.messages`) is synced at least every `_SYNC_INTERVAL_S` and always before the
@@ -15,7 +17,9 @@ from __future__ import annotations
 import enum
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
 from typing import Annotated
 
 import typer
@@ -43,6 +47,8 @@ _BATCH_BYTES_MAX = 512 * 1024
 _RECORD_OVERHEAD_BYTES = 32
 _HEADER_OVERHEAD_BYTES = 10
 _SYNC_INTERVAL_S = 1.0
+# Distinct keys whose partition is remembered; beyond this, keys are hashed every time.
+_KEY_CACHE_SIZE = 100_000
 # A progress display for a run shorter than this would only flicker.
 _PROGRESS_DELAY_S = 0.5
 _PROGRESS_INTERVAL_S = 0.1
@@ -113,7 +119,7 @@ class _Ticker:
 
 
 class _Batcher:
-    """Per-partition buffers of records, appended as one batch each when full."""
+    """Appends batches, and per-partition buffers for records that arrive mixed."""
 
     def __init__(
         self,
@@ -130,22 +136,25 @@ class _Batcher:
         self._needs_sync: set[int] = set()
         self._last_sync = time.monotonic()
 
-    def send(self, partition: int) -> None:
-        """Append the partition's buffered records as one batch."""
-        records = self.pending[partition]
-        if not records:
-            return
+    def append(self, partition: int, records: list[NewRecord]) -> None:
+        """Append `records` to the partition as one batch."""
         result = self.logs[partition].append_records(
             records, compression=self._compression, wait_for_flush=False
         )
-        self.pending[partition] = []
-        self.pending_bytes[partition] = 0
         self.produced += len(records)
         if result.flush_due:
             self._needs_sync.add(partition)
         if time.monotonic() - self._last_sync >= _SYNC_INTERVAL_S:
             self.sync()
         self._ticker.update(self.produced)
+
+    def send(self, partition: int) -> None:
+        """Append the partition's buffered records, if any, as one batch."""
+        records = self.pending[partition]
+        if records:
+            self.pending[partition] = []
+            self.pending_bytes[partition] = 0
+            self.append(partition, records)
 
     def send_all(self) -> None:
         for partition in range(len(self.logs)):
@@ -159,61 +168,127 @@ class _Batcher:
         self._last_sync = time.monotonic()
 
 
-def _produce_lines(
-    lines: Iterable[bytes],
-    batcher: _Batcher,
-    *,
-    key: bytes | None,
-    separator: bytes | None,
-    partition: int | None,
-    headers: tuple[tuple[str, bytes | None], ...],
-    batch_bytes_max: int,
-    send_every_line: bool,
+@dataclass(frozen=True, slots=True)
+class _Routing:
+    """How lines become records: the key rule, a fixed partition, and the batch limits."""
+
+    key: bytes | None
+    separator: bytes | None
+    partition: int | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    batch_bytes_max: int
+    chunk_records: int
+
+    @property
+    def record_overhead(self) -> int:
+        return _RECORD_OVERHEAD_BYTES + sum(
+            len(name) + len(value or b"") + _HEADER_OVERHEAD_BYTES for name, value in self.headers
+        )
+
+
+def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    """Lists of up to `size` record values: lines without their trailing newline."""
+    iterator = iter(lines)
+    while chunk := list(islice(iterator, size)):
+        values = [line[:-1] for line in chunk]
+        if chunk[-1][-1:] != b"\n":
+            values[-1] = chunk[-1]  # the input's last line had no newline
+        yield values
+
+
+def _produce_uniform(
+    chunks: Iterable[list[bytes]], batcher: _Batcher, routing: _Routing, count: int
 ) -> None:
-    """The hot loop: one record per line, routed and buffered."""
-    count = len(batcher.logs)
+    """Every record has the same key (or none) and so the same partition rule: a chunk of
+    lines is a batch, split only when it would outgrow the byte limit.
+    """
+    key = routing.key
+    headers = routing.headers
+    sticky = StickyPartitioner(count)
+    if routing.partition is not None:
+        fixed: int | None = routing.partition
+    elif key is not None:
+        fixed = partition_for_key(key, count)
+    else:
+        fixed = None
+    overhead = routing.record_overhead + (len(key) if key is not None else 0)
+    limit = routing.batch_bytes_max
+    for values in chunks:
+        if sum(map(len, values)) + overhead * len(values) <= limit:
+            groups = [values]
+        else:
+            groups = []
+            group: list[bytes] = []
+            size = 0
+            for value in values:
+                if group and size + len(value) + overhead > limit:
+                    groups.append(group)
+                    group, size = [], 0
+                group.append(value)
+                size += len(value) + overhead
+            groups.append(group)
+        for group in groups:
+            target = sticky.partition() if fixed is None else fixed
+            batcher.append(target, [NewRecord(key, value, None, headers) for value in group])
+            if fixed is None:
+                sticky.next_batch()  # the batch was sent: stick to another partition
+
+
+def _produce_split(
+    chunks: Iterable[list[bytes]], batcher: _Batcher, routing: _Routing, count: int
+) -> None:
+    """Each line carries its own key: route record by record into per-partition buffers."""
+    separator = routing.separator
+    assert separator is not None
+    partition = routing.partition
+    headers = routing.headers
+    limit = routing.batch_bytes_max
+    send_every_chunk = routing.chunk_records == 1
     sticky = StickyPartitioner(count)
     pending = batcher.pending
     sizes = batcher.pending_bytes
     send = batcher.send
-    overhead = _RECORD_OVERHEAD_BYTES + sum(
-        len(name) + len(value or b"") + _HEADER_OVERHEAD_BYTES for name, value in headers
-    )
-    record_key = key
-    for line in lines:
-        if line[-1:] == b"\n":
-            line = line[:-1]
-        value = line
-        if separator is not None:
+    overhead = routing.record_overhead
+    # Keys repeat; hashing each once saves most of the partitioner's cost on large inputs.
+    targets: dict[bytes, int] = {}
+    for values in chunks:
+        for line in values:
             head, found, tail = line.partition(separator)
-            record_key, value = (head, tail) if found else (None, line)
-        if partition is not None:
-            target = partition
-        elif record_key is not None:
-            target = partition_for_key(record_key, count)
-        else:
-            target = sticky.partition()
-        size = len(value) + overhead + (len(record_key) if record_key is not None else 0)
-        while pending[target] and sizes[target] + size > batch_bytes_max:
-            # Full by bytes: send first, so no batch outgrows `max.message.bytes`.
-            send(target)
-            if target == sticky.partition() and partition is None:
-                sticky.next_batch()
-                if record_key is None:
-                    target = sticky.partition()
-        bucket = pending[target]
-        bucket.append(NewRecord(record_key, value, None, headers))
-        sizes[target] += size
-        if len(bucket) >= _BATCH_RECORDS_MAX or send_every_line:
-            send(target)
-            if target == sticky.partition() and partition is None:
-                sticky.next_batch()
+            key, value = (head, tail) if found else (None, line)
+            if partition is not None:
+                target = partition
+            elif key is None:
+                target = sticky.partition()
+            else:
+                cached = targets.get(key)
+                if cached is None:
+                    cached = partition_for_key(key, count)
+                    if len(targets) < _KEY_CACHE_SIZE:
+                        targets[key] = cached
+                target = cached
+            size = len(line) + overhead
+            while pending[target] and sizes[target] + size > limit:
+                # Full by bytes: send first, so no batch outgrows `max.message.bytes`.
+                send(target)
+                if target == sticky.partition() and partition is None:
+                    sticky.next_batch()
+                    if key is None:
+                        target = sticky.partition()
+            bucket = pending[target]
+            bucket.append(NewRecord(key, value, None, headers))
+            sizes[target] += size
+            if len(bucket) >= _BATCH_RECORDS_MAX:
+                send(target)
+                if target == sticky.partition() and partition is None:
+                    sticky.next_batch()
+        if send_every_chunk:
+            batcher.send_all()
     batcher.send_all()
 
 
 def produce(
     ctx: typer.Context,
-    topic: Annotated[str, typer.Argument(help="Topic to produce to.")],
+    topic: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic to produce to.")],
     key: Annotated[
         str | None, typer.Option("--key", "-k", help="Give every record this key.")
     ] = None,
@@ -270,21 +345,22 @@ def produce(
         batcher = _Batcher(logs, codec, ticker)
         stdin = sys.stdin.buffer
         interrupted = False
+        routing = _Routing(
+            key=None if key is None else key.encode(),
+            separator=None if key_separator is None else key_separator.encode(),
+            partition=partition,
+            headers=headers,
+            batch_bytes_max=max(
+                1, min(_BATCH_BYTES_MAX, config.max_message_bytes - 2 * BATCH_HEADER_SIZE)
+            ),
+            # At a terminal each line is a record at once, not when 1,000 have been typed.
+            chunk_records=1 if stdin.isatty() else _BATCH_RECORDS_MAX,
+        )
+        run = _produce_uniform if routing.separator is None else _produce_split
         try:
-            _produce_lines(
-                stdin,
-                batcher,
-                key=None if key is None else key.encode(),
-                separator=None if key_separator is None else key_separator.encode(),
-                partition=partition,
-                headers=headers,
-                batch_bytes_max=max(
-                    1, min(_BATCH_BYTES_MAX, config.max_message_bytes - 2 * BATCH_HEADER_SIZE)
-                ),
-                send_every_line=stdin.isatty(),
-            )
+            run(_chunks(stdin, routing.chunk_records), batcher, routing, len(logs))
         except KeyboardInterrupt:
-            # Lines already read are kept: send them, then report how far we got.
+            # Records already buffered are kept: send them, then report how far we got.
             interrupted = True
             batcher.send_all()
         except HeadwaterError as error:

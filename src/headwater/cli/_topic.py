@@ -175,7 +175,7 @@ def _config_rows(info: TopicInfo) -> list[dict[str, str]]:
 @topic_app.command("describe")
 def describe(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Topic to describe.")],
+    name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic to describe.")],
     output: FormatOption = OutputFormat.TABLE,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -224,7 +224,7 @@ def describe(
 @topic_app.command("alter-config")
 def alter_config(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Topic to change.")],
+    name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic to change.")],
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", "-s", metavar="KEY=VALUE", help="Set a config (repeatable)."),
@@ -258,7 +258,7 @@ def alter_config(
 @topic_app.command("add-partitions")
 def add_partitions(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Topic to grow.")],
+    name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic to grow.")],
     num: Annotated[
         int, typer.Option("--num", "-n", min=1, help="How many partitions to ADD (not the total).")
     ],

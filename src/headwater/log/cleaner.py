@@ -15,9 +15,11 @@ import os
 from dataclasses import dataclass
 
 from headwater._invariant import invariant
+from headwater.log._files import sync_directory
 from headwater.log.loader import CLEANED_SUFFIX, SWAP_SUFFIX
-from headwater.log.partition_log import PartitionLog, _sync_directory
+from headwater.log.partition_log import PartitionLog
 from headwater.log.record_batch import (
+    BatchHeader,
     NewRecord,
     Record,
     decode_records,
@@ -38,7 +40,9 @@ def _dirty_ratio(log: PartitionLog, closed: list[LogSegment]) -> float:
     total = sum(segment.size_bytes for segment in closed)
     if total == 0:
         return 0.0
-    dirty = sum(segment.size_bytes for segment in closed if segment.next_offset > log.first_dirty_offset)
+    dirty = sum(
+        segment.size_bytes for segment in closed if segment.next_offset > log.first_dirty_offset
+    )
     return dirty / total
 
 
@@ -52,7 +56,9 @@ def clean_partition(log: PartitionLog, now: int, *, force: bool = False) -> Clea
             break  # too young to compact, and so is everything after it
         closed.append(segment)
     nothing = CleanResult(0, 0, 0, 0)
-    if not closed or (not force and _dirty_ratio(log, closed) < log.config.min_cleanable_dirty_ratio):
+    if not closed or (
+        not force and _dirty_ratio(log, closed) < log.config.min_cleanable_dirty_ratio
+    ):
         return nothing
 
     # Pass 1: the newest offset of every key in the cleanable range.
@@ -100,11 +106,8 @@ def clean_partition(log: PartitionLog, now: int, *, force: bool = False) -> Clea
     return CleanResult(len(closed), removed, before, after)
 
 
-def _rebuild(header: object, kept: list[Record]) -> bytes:
+def _rebuild(header: BatchHeader, kept: list[Record]) -> bytes:
     """A batch of the retained records, keeping offsets, timestamps and producer fields."""
-    from headwater.log.record_batch import BatchHeader
-
-    assert isinstance(header, BatchHeader)
     base = kept[0].offset
     return encode_batch(
         [NewRecord(record.key, record.value, record.timestamp, record.headers) for record in kept],
@@ -134,7 +137,7 @@ def _install(log: PartitionLog, old: LogSegment, data: bytes) -> None:
             os.unlink(cleaned)  # deleted by retention meanwhile
             return
         os.rename(cleaned, swap)
-        _sync_directory(directory)
+        sync_directory(directory)
         # From here a crash finishes the swap at load. Readers keep the old inode open.
         len(old.offset_index)  # load the old indexes before their files go
         len(old.time_index)
@@ -146,11 +149,11 @@ def _install(log: PartitionLog, old: LogSegment, data: bytes) -> None:
             # start offset is the same after a restart as before it.
             os.unlink(swap)
             os.unlink(old.path)
-            _sync_directory(directory)
+            sync_directory(directory)
             log.replace_segment(old, None)
             return
         os.replace(swap, old.path)
-        _sync_directory(directory)
+        sync_directory(directory)
         new = LogSegment(directory, old.base_offset, log.config.index_interval_bytes, new=False)
         new.scan(verify=True, truncate=False)
         invariant(new.size_bytes == len(data), "cleaned segment written whole")

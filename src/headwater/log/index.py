@@ -8,6 +8,7 @@ index is read from disk only when first used. Not thread-safe: the owning segmen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import sys
@@ -16,6 +17,7 @@ from bisect import bisect_right
 
 from headwater._invariant import invariant
 from headwater.errors import CorruptRecordError
+from headwater.log._files import storage_error
 
 _OFFSET_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
@@ -38,7 +40,10 @@ class _IndexFile:
 
     def _open(self) -> int:
         if self._fd < 0:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            except OSError as error:
+                raise storage_error(error, f"open index {self.path}") from error
         return self._fd
 
     def read_all(self) -> bytes:
@@ -53,20 +58,34 @@ class _IndexFile:
 
     def _write_pending(self) -> None:
         if self._pending:
-            os.write(self._open(), self._pending)
+            fd = self._open()
+            size = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, self._pending)
+                if written != len(self._pending):
+                    raise OSError(28, "short write")
+            except OSError as error:
+                os.ftruncate(fd, size)  # whole entries only; the pending ones are kept
+                raise storage_error(error, f"write index {self.path}") from error
             self._pending.clear()
 
     def replace(self, data: bytes) -> None:
         self._pending.clear()
         fd = self._open()
-        os.ftruncate(fd, 0)
-        if data:
-            os.write(fd, data)
+        try:
+            os.ftruncate(fd, 0)
+            if data:
+                os.write(fd, data)
+        except OSError as error:
+            raise storage_error(error, f"write index {self.path}") from error
 
     def flush(self) -> None:
         self._write_pending()
         if self._fd >= 0:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as error:
+                raise storage_error(error, f"fsync index {self.path}") from error
 
     def close(self) -> None:
         try:
@@ -79,10 +98,8 @@ class _IndexFile:
     def delete(self) -> None:
         self._pending.clear()
         self.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 class OffsetIndex:
@@ -130,7 +147,9 @@ class OffsetIndex:
         self._ensure_loaded()
         relative = offset - self.base_offset
         invariant(
-            (not self._offsets or relative > self._offsets[-1]) and 0 <= relative < 2**31 and 0 <= position < 2**31,
+            (not self._offsets or relative > self._offsets[-1])
+            and 0 <= relative < 2**31
+            and 0 <= position < 2**31,
             "offset index entries increase and fit int32",
         )
         self._offsets.append(relative)

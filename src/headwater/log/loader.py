@@ -19,8 +19,9 @@ import os
 from dataclasses import dataclass, field
 
 from headwater._invariant import invariant
+from headwater.log._files import sync_directory
 from headwater.log.config import TopicConfig
-from headwater.log.partition_log import PartitionLog, _sync_directory
+from headwater.log.partition_log import PartitionLog
 from headwater.log.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment
 
 _log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def load_partition_log(
             clean_shutdown = False  # the swapped-in segment's indexes must be rebuilt
     names = sorted(os.listdir(directory))
     log_bases = sorted(
-        base for name in names if name.endswith(LOG_SUFFIX) and (base := _base_offset(name)) is not None
+        base
+        for name in names
+        if name.endswith(LOG_SUFFIX) and (base := _base_offset(name)) is not None
     )
     for name in names:
         if name.endswith((INDEX_SUFFIX, TIME_INDEX_SUFFIX)) and _base_offset(name) not in log_bases:
@@ -105,7 +108,13 @@ def load_partition_log(
             if result.error is not None:
                 report.truncated_bytes += result.truncated_bytes
                 report.problems.append(f"{topic}-{partition} segment {base}: {result.error}")
-                _log.warning("recovery cut %s-%d at offset %d: %s", topic, partition, result.next_offset, result.error)
+                _log.warning(
+                    "recovery cut %s-%d at offset %d: %s",
+                    topic,
+                    partition,
+                    result.next_offset,
+                    result.error,
+                )
                 cut = True
         if segments and segment.base_offset < segments[-1].next_offset and not segment.is_empty():
             report.problems.append(f"{topic}-{partition} segment {base} overlaps the one before it")
@@ -139,9 +148,15 @@ def load_partition_log(
         for segment in segments:
             if segment.next_offset > recovery_point or segment is segments[-1]:
                 segment.flush(indexes=True)
-        _sync_directory(directory)
+        sync_directory(directory)
     log = PartitionLog(
-        directory, topic, partition, config, segments, log_start_offset=log_start, recovery_point=log_end
+        directory,
+        topic,
+        partition,
+        config,
+        segments,
+        log_start_offset=log_start,
+        recovery_point=log_end,
     )
     return log, report
 

@@ -40,9 +40,10 @@ from headwater.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from headwater.log._files import storage_error, sync_directory, write_atomically
 from headwater.log.config import TopicConfig
 from headwater.log.loader import RecoveryReport, load_partition_log
-from headwater.log.partition_log import PartitionLog, _sync_directory, now_ms
+from headwater.log.partition_log import PartitionLog, now_ms
 
 _log = logging.getLogger(__name__)
 
@@ -59,9 +60,13 @@ _CHECKPOINT_VERSION = 0
 def validate_topic_name(name: str) -> None:
     """Kafka's rules: 1 to 249 of [a-zA-Z0-9._-], and not '.' or '..'."""
     if not name or name in (".", "..") or len(name) > limits.TOPIC_NAME_LENGTH_MAX:
-        raise InvalidTopicError(f"invalid topic name {name!r}: 1 to {limits.TOPIC_NAME_LENGTH_MAX} characters")
+        raise InvalidTopicError(
+            f"invalid topic name {name!r}: 1 to {limits.TOPIC_NAME_LENGTH_MAX} characters"
+        )
     if not _LEGAL_TOPIC.match(name):
-        raise InvalidTopicError(f"invalid topic name {name!r}: only ASCII letters, digits, '.', '_' and '-'")
+        raise InvalidTopicError(
+            f"invalid topic name {name!r}: only ASCII letters, digits, '.', '_' and '-'"
+        )
 
 
 class _TopicRecord(msgspec.Struct, frozen=True):
@@ -83,24 +88,6 @@ class TopicInfo:
 class _Topic:
     info: TopicInfo
     partitions: list[PartitionLog] = field(default_factory=list)
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    """Write a small file so that a crash leaves either the old or the new contents."""
-    temporary = path + ".tmp"
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-        _sync_directory(os.path.dirname(path) or ".")
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        from headwater.log.segment import storage_error
-
-        raise storage_error(error, f"write {path}") from error
 
 
 def _read_checkpoint(path: str) -> dict[tuple[str, int], int]:
@@ -126,8 +113,20 @@ def _read_checkpoint(path: str) -> dict[tuple[str, int], int]:
 
 def _format_checkpoint(entries: Mapping[tuple[str, int], int]) -> bytes:
     lines = [str(_CHECKPOINT_VERSION), str(len(entries))]
-    lines += [f"{topic} {partition} {offset}" for (topic, partition), offset in sorted(entries.items())]
+    lines += [
+        f"{topic} {partition} {offset}" for (topic, partition), offset in sorted(entries.items())
+    ]
     return ("\n".join(lines) + "\n").encode()
+
+
+_SEGMENT_FILE = re.compile(r"^\d{20}\.(log|index|timeindex)(\.(cleaned|swap|tmp))?$")
+
+
+def _only_segments(path: str) -> bool:
+    try:
+        return all(_SEGMENT_FILE.match(name) for name in os.listdir(path))
+    except OSError:
+        return False
 
 
 class _DirectoryLock:
@@ -144,8 +143,9 @@ class _DirectoryLock:
             raise DataDirectoryLockedError(
                 f"data directory {data_dir} is in use by {holder}; stop it or use another --data-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({owner})\n".encode(), 0)
+        with contextlib.suppress(OSError):  # naming the holder is a courtesy (a full disk may refuse)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({owner})\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
@@ -161,8 +161,13 @@ class LogManager:
 
     def __init__(self, data_dir: str, *, owner: str | None = None) -> None:
         self.data_dir = os.path.abspath(data_dir)
-        os.makedirs(os.path.join(self.data_dir, META_DIRECTORY), exist_ok=True)
-        self._directory_lock = _DirectoryLock(self.data_dir, owner or " ".join(sys.argv) or "headwater")
+        try:
+            os.makedirs(os.path.join(self.data_dir, META_DIRECTORY), exist_ok=True)
+            self._directory_lock = _DirectoryLock(
+                self.data_dir, owner or " ".join(sys.argv) or "headwater"
+            )
+        except OSError as error:
+            raise storage_error(error, f"open data directory {self.data_dir}") from error
         self._lock = threading.RLock()
         self._topics: dict[str, _Topic] = {}
         self._closed = False
@@ -172,9 +177,18 @@ class LogManager:
         self.recovery: dict[str, RecoveryReport] = {}
         try:
             self._load()
+        except OSError as error:
+            self._release_after_failed_load()
+            raise storage_error(error, f"load data directory {self.data_dir}") from error
         except BaseException:
-            self._directory_lock.release()
+            self._release_after_failed_load()
             raise
+
+    def _release_after_failed_load(self) -> None:
+        for log in self.all_partitions():
+            with contextlib.suppress(Exception):
+                log.close()
+        self._directory_lock.release()
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -201,10 +215,15 @@ class LogManager:
             path = self._path(entry)
             if not os.path.isdir(path) or entry == "__headwater_meta":
                 continue
-            topic, _, partition = entry.rpartition("-")
-            known = topic in records and partition.isdigit() and int(partition) < records[topic].partitions
-            if entry.endswith(DELETED_SUFFIX) or (partition.isdigit() and not known):
+            topic, _, suffix = entry.rpartition("-")
+            known = (
+                topic in records and suffix.isdigit() and int(suffix) < records[topic].partitions
+            )
+            if (
+                entry.endswith(DELETED_SUFFIX) or (suffix.isdigit() and not known)
+            ) and _only_segments(path):
                 # The remains of a deleted topic: its metadata went first, so it is gone for good.
+                # Only a directory holding nothing but segment files is ours to remove.
                 shutil.rmtree(path, ignore_errors=True)
         for record in records.values():
             config = TopicConfig.from_overrides(record.configs)
@@ -222,12 +241,13 @@ class LogManager:
                     clean_shutdown=clean,
                 )
                 self.recovery[log.name] = report
+                log.on_log_start_advanced = self.checkpoint
                 topic_state.partitions.append(log)
             self._topics[record.name] = topic_state
         if clean:
             # From here on the directory is dirty until the next clean close.
             os.unlink(marker)
-            _sync_directory(self.data_dir)
+            sync_directory(self.data_dir)
         self._write_checkpoints()
 
     # --- topics -----------------------------------------------------------------------------
@@ -252,7 +272,9 @@ class LogManager:
             colliding = name.replace(".", "_")
             for existing in self._topics:
                 if existing.replace(".", "_") == colliding:
-                    raise InvalidTopicError(f"topic {name!r} collides with {existing!r} ('.' and '_' clash)")
+                    raise InvalidTopicError(
+                        f"topic {name!r} collides with {existing!r} ('.' and '_' clash)"
+                    )
             info = TopicInfo(name, uuid.uuid4(), partitions, config)
             self._write_topic(info)
             topic = _Topic(info)
@@ -266,14 +288,25 @@ class LogManager:
         if os.path.exists(path):
             shutil.rmtree(path)
         log, _ = load_partition_log(
-            path, info.name, partition, info.config, recovery_point=0, log_start_offset=0, clean_shutdown=True
+            path,
+            info.name,
+            partition,
+            info.config,
+            recovery_point=0,
+            log_start_offset=0,
+            clean_shutdown=True,
         )
-        _sync_directory(self.data_dir)
+        sync_directory(self.data_dir)
+        log.on_log_start_advanced = self.checkpoint
         return log
 
     def _write_topic(self, info: TopicInfo) -> None:
-        record = _TopicRecord(info.name, str(info.topic_id), info.partition_count, dict(info.config.overrides))
-        _write_atomically(self._path(META_DIRECTORY, f"{info.name}.json"), msgspec.json.encode(record))
+        record = _TopicRecord(
+            info.name, str(info.topic_id), info.partition_count, dict(info.config.overrides)
+        )
+        write_atomically(
+            self._path(META_DIRECTORY, f"{info.name}.json"), msgspec.json.encode(record)
+        )
 
     def delete_topic(self, name: str) -> None:
         with self._lock:
@@ -281,7 +314,7 @@ class LogManager:
             topic = self._get(name)
             # The metadata goes first: once it is gone, recovery deletes any leftover partitions.
             os.unlink(self._path(META_DIRECTORY, f"{name}.json"))
-            _sync_directory(self._path(META_DIRECTORY))
+            sync_directory(self._path(META_DIRECTORY))
             del self._topics[name]
             suffix = f".{uuid.uuid4().hex}{DELETED_SUFFIX}"
             for log in topic.partitions:
@@ -289,7 +322,7 @@ class LogManager:
                 doomed = log.directory + suffix
                 os.rename(log.directory, doomed)
                 shutil.rmtree(doomed, ignore_errors=True)
-            _sync_directory(self.data_dir)
+            sync_directory(self.data_dir)
 
     def _get(self, name: str) -> _Topic:
         topic = self._topics.get(name)
@@ -341,10 +374,14 @@ class LogManager:
             topic = self._get(name)
             current = topic.info.partition_count
             if total <= current or total > limits.PARTITIONS_PER_TOPIC_MAX:
-                raise InvalidPartitionsError(f"topic {name!r} has {current} partitions; cannot go to {total}")
+                raise InvalidPartitionsError(
+                    f"topic {name!r} has {current} partitions; cannot go to {total}"
+                )
             info = TopicInfo(name, topic.info.topic_id, total, topic.info.config)
             # Partition directories first: a crash before the metadata leaves strays, removed at load.
-            new_logs = [self._open_new_partition(info, partition) for partition in range(current, total)]
+            new_logs = [
+                self._open_new_partition(info, partition) for partition in range(current, total)
+            ]
             self._write_topic(info)
             topic.info = info
             topic.partitions.extend(new_logs)
@@ -363,8 +400,8 @@ class LogManager:
         for log in self.all_partitions():
             recovery_points[(log.topic, log.partition)] = log.recovery_point
             log_starts[(log.topic, log.partition)] = log.log_start_offset
-        _write_atomically(self._path(RECOVERY_POINT_FILE), _format_checkpoint(recovery_points))
-        _write_atomically(self._path(LOG_START_FILE), _format_checkpoint(log_starts))
+        write_atomically(self._path(RECOVERY_POINT_FILE), _format_checkpoint(recovery_points))
+        write_atomically(self._path(LOG_START_FILE), _format_checkpoint(log_starts))
         self._last_checkpoint_ms = now_ms()
 
     def checkpoint(self) -> None:
@@ -404,30 +441,36 @@ class LogManager:
                 except Exception:  # keep maintaining the other partitions next round
                     _log.exception("background maintenance failed")
 
-        self._background = threading.Thread(target=loop, name="headwater-log-maintenance", daemon=True)
+        self._background = threading.Thread(
+            target=loop, name="headwater-log-maintenance", daemon=True
+        )
         self._background.start()
 
     def close(self) -> None:
-        """Flush every partition, write checkpoints and the clean-shutdown marker, unlock."""
+        """Flush every partition, write checkpoints and the clean-shutdown marker, unlock.
+
+        The directory is unlocked whatever fails; the marker is written only if all went well,
+        so a failed close is recovered like a crash.
+        """
+        self._stop.set()
+        if self._background is not None and self._background is not threading.current_thread():
+            self._background.join()  # outside `_lock`: maintenance takes it
         with self._lock:
             if self._closed:
                 return
-            self._stop.set()
-            if self._background is not None:
-                self._background.join()
+            self._closed = True
             failed = False
-            for log in self.all_partitions():
-                try:
-                    log.close()
-                except StorageError as error:
-                    failed = True
-                    _log.error("closing %s failed: %s", log.name, error)
             try:
+                for log in self.all_partitions():
+                    try:
+                        log.close()
+                    except StorageError as error:
+                        failed = True
+                        _log.error("closing %s failed: %s", log.name, error)
                 self._write_checkpoints()
                 if not failed:
-                    _write_atomically(self._path(CLEAN_SHUTDOWN_FILE), b"")
+                    write_atomically(self._path(CLEAN_SHUTDOWN_FILE), b"")
             finally:
-                self._closed = True
                 self._directory_lock.release()
 
     def __enter__(self) -> LogManager:

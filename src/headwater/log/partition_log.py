@@ -12,7 +12,7 @@ never reads a recycled descriptor.
 from __future__ import annotations
 
 import bisect
-import os
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +29,7 @@ from headwater.errors import (
     RecordBatchTooLargeError,
     StorageError,
 )
+from headwater.log._files import sync_directory
 from headwater.log.compression import Compression
 from headwater.log.config import TopicConfig
 from headwater.log.record_batch import (
@@ -43,7 +44,7 @@ from headwater.log.record_batch import (
     set_log_append_time,
     verify_crc,
 )
-from headwater.log.segment import NO_TIMESTAMP, LogSegment
+from headwater.log.segment import NO_TIMESTAMP, DataSyncError, LogSegment
 
 
 def now_ms() -> int:
@@ -134,6 +135,8 @@ class PartitionLog:
         # Where the next compaction's dirty section starts; kept in memory only, so a restart
         # costs one extra cleaning pass and nothing else.
         self.first_dirty_offset = segments[0].base_offset
+        # Set by the manager to persist the log start offset when DeleteRecords moves it.
+        self.on_log_start_advanced: Callable[[], None] | None = None
         invariant(log_start_offset <= self._next_offset, "log start offset within the log")
         invariant(recovery_point <= self._next_offset, "recovery point within the log")
 
@@ -177,7 +180,9 @@ class PartitionLog:
 
     # --- appending --------------------------------------------------------------------------
 
-    def append(self, batch: bytes | bytearray | memoryview, *, wait_for_flush: bool = True) -> AppendResult:
+    def append(
+        self, batch: bytes | bytearray | memoryview, *, wait_for_flush: bool = True
+    ) -> AppendResult:
         """Validate one record batch, assign its offsets and write it.
 
         With `wait_for_flush`, returns only once the flush policy is satisfied (for the
@@ -208,7 +213,9 @@ class PartitionLog:
         if config.compact and not header.is_control:
             for record in decode_records(view, verify=False):
                 if record.key is None:
-                    raise InvalidRecordError(f"{self.name}: a compacted topic needs a key on every record")
+                    raise InvalidRecordError(
+                        f"{self.name}: a compacted topic needs a key on every record"
+                    )
         append_time = -1
         if config.message_timestamp_type == "LogAppendTime":
             append_time = now_ms()
@@ -229,7 +236,9 @@ class PartitionLog:
             log_start = self._log_start_offset
         if flush_due and wait_for_flush:
             self.flush(last_offset + 1)
-        return AppendResult(base_offset, last_offset, append_time, log_start, flush_due and not wait_for_flush)
+        return AppendResult(
+            base_offset, last_offset, append_time, log_start, flush_due and not wait_for_flush
+        )
 
     def append_records(
         self,
@@ -273,10 +282,18 @@ class PartitionLog:
         old = self._segments[-1]
         try:
             old.seal()
-            segment = LogSegment.create(self.directory, self._next_offset, self.config.index_interval_bytes)
-            _sync_directory(self.directory)
-        except StorageError as error:
-            self._failure = error
+        except DataSyncError as error:
+            self._failure = error  # unknown what reached the disk: stop serving this log
+            raise
+        # Failing here (a full disk) leaves the log as it was: the caller may retry.
+        segment = LogSegment.create(
+            self.directory, self._next_offset, self.config.index_interval_bytes
+        )
+        try:
+            sync_directory(self.directory)
+        except StorageError:
+            segment.close()
+            segment.delete_files()
             raise
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
@@ -305,7 +322,7 @@ class PartitionLog:
             try:
                 for segment in dirty:
                     segment.flush()
-            except StorageError as error:
+            except DataSyncError as error:
                 # After a failed fsync the page cache state is unknown (Linux may drop the dirty
                 # pages): take the log offline rather than serve what may not be on disk.
                 with self._lock:
@@ -391,6 +408,7 @@ class PartitionLog:
         """(offset, timestamp) of the first record at or after `timestamp`, below the high watermark."""
         with self._lock:
             upper = self.high_watermark
+            log_start = self._log_start_offset
             candidates = [(segment, segment.size_bytes) for segment in self._segments]
         for segment, size in candidates:
             if segment.base_offset >= upper:
@@ -400,8 +418,8 @@ class PartitionLog:
             end_position = size
             if segment.next_offset > upper:
                 end_position, _ = segment.find_position(upper, size)
-            found = segment.find_timestamp(timestamp, end_position)
-            if found is not None and found[0] >= self._log_start_offset:
+            found = segment.find_timestamp(timestamp, end_position, log_start)
+            if found is not None:
                 return found
         return None
 
@@ -410,7 +428,9 @@ class PartitionLog:
         with self._lock:
             best: tuple[int, int] | None = None
             for segment in self._segments:
-                if segment.max_timestamp != NO_TIMESTAMP and (best is None or segment.max_timestamp > best[1]):
+                if segment.max_timestamp != NO_TIMESTAMP and (
+                    best is None or segment.max_timestamp > best[1]
+                ):
                     best = (segment.offset_of_max_timestamp, segment.max_timestamp)
             return best
 
@@ -426,7 +446,11 @@ class PartitionLog:
                 )
             self._log_start_offset = max(self._log_start_offset, before_offset)
             self._delete_segments(lambda segment: segment.next_offset <= self._log_start_offset)
-            return self._log_start_offset
+            log_start = self._log_start_offset
+        if self.on_log_start_advanced is not None:
+            # A crash must not bring deleted records back: persist the new start now.
+            self.on_log_start_advanced()
+        return log_start
 
     def apply_retention(self, now: int | None = None) -> int:
         """Delete whole segments past `retention.ms` or beyond `retention.bytes`; return how many."""
@@ -439,7 +463,9 @@ class PartitionLog:
             if self.config.retention_ms >= 0:
                 horizon = now - self.config.retention_ms
                 deleted += self._delete_segments(
-                    lambda segment: segment.max_timestamp != NO_TIMESTAMP and segment.max_timestamp < horizon
+                    lambda segment: (
+                        segment.max_timestamp != NO_TIMESTAMP and segment.max_timestamp < horizon
+                    )
                 )
             if self.config.retention_bytes >= 0:
                 excess = self.size_bytes - self.config.retention_bytes
@@ -491,7 +517,7 @@ class PartitionLog:
         for segment in victims:
             segment.delete_files()
             self._retired.append((deadline, segment))
-        _sync_directory(self.directory)
+        sync_directory(self.directory)
 
     def close_retired(self, now: int | None = None, *, all_of_them: bool = False) -> None:
         """Close descriptors of deleted segments once no reader can still hold them."""
@@ -530,17 +556,26 @@ class PartitionLog:
     # --- shutdown ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush everything, seal the active segment's indexes and close every descriptor."""
+        """Flush everything, seal the active segment's indexes and close every descriptor.
+
+        The descriptors are closed even if the flush fails (the error is raised after).
+        """
         with self._lock:
             if self._closed:
                 return
-            if self._failure is None:
-                self.flush()
-                self._segments[-1].seal()
-            self._closed = True
-            for segment in self._segments:
-                segment.close()
-            self.close_retired(all_of_them=True)
+            try:
+                if self._failure is None:
+                    self.flush()
+                    self._segments[-1].seal()
+            finally:
+                self._closed = True
+                for segment in self._segments:
+                    with contextlib.suppress(StorageError, OSError):
+                        segment.close()
+                self.close_retired(all_of_them=True)
+            if self._failure is not None:
+                # Not a clean close: the next open must recover this log, not trust it.
+                raise LogClosedError(f"{self.name}: closed after a storage failure: {self._failure}")
 
     def verify(self, on_progress: Callable[[int], None] | None = None) -> list[str]:
         """Scrub: read every batch and check its CRC and offsets. Returns problems found."""
@@ -566,23 +601,13 @@ class PartitionLog:
                     if on_progress is not None:
                         on_progress(header.size_bytes)
             except CorruptRecordError as error:
-                problems.append(f"topic {self.topic!r} partition {self.partition} segment {segment.path}: {error}")
+                problems.append(
+                    f"topic {self.topic!r} partition {self.partition} segment {segment.path}: {error}"
+                )
         return problems
 
     def __repr__(self) -> str:
         return f"PartitionLog({self.name}, start={self._log_start_offset}, end={self._next_offset})"
-
-
-def _sync_directory(path: str) -> None:
-    """fsync a directory so a created, renamed or deleted entry in it survives a crash."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as error:
-        raise StorageError(f"fsync directory {path}: {error.strerror}") from error
 
 
 __all__ = ["AppendResult", "PartitionLog", "ReadResult", "RecordsResult", "TimestampType", "now_ms"]

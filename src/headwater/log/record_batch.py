@@ -12,6 +12,7 @@ common shapes (small varints, records without headers); everything else takes th
 from __future__ import annotations
 
 import enum
+import itertools
 import struct
 import time
 import types
@@ -326,8 +327,11 @@ def encode_batch(
     is_transactional: bool = False,
     is_control: bool = False,
     now_ms: int | None = None,
+    offset_deltas: Sequence[int] | None = None,
 ) -> bytes:
     """Encode `records` as one batch; record i gets offset `base_offset + i`.
+
+    `offset_deltas` (strictly increasing, from 0) keeps the gaps a compacted batch has instead.
 
     A record without a timestamp gets `now_ms` (default: the clock). The base timestamp is the
     first record's, as in Kafka. For LogAppendTime every record is stamped with `now_ms`.
@@ -341,6 +345,17 @@ def encode_batch(
         )
     if base_offset < 0 or base_offset + count - 1 > _INT64_MAX:
         raise InvalidRecordError(f"base offset {base_offset} is out of range for {count} records")
+    last_offset_delta = count - 1
+    if offset_deltas is not None:
+        if (
+            len(offset_deltas) != count
+            or offset_deltas[0] != 0
+            or any(later <= earlier for earlier, later in itertools.pairwise(offset_deltas))
+        ):
+            raise InvalidRecordError("offset deltas must start at 0 and increase, one per record")
+        last_offset_delta = offset_deltas[-1]
+        if last_offset_delta > 2**31 - 1:
+            raise InvalidRecordError("offset deltas must fit in int32")
     timestamps: list[int]
     if timestamp_type == TimestampType.LOG_APPEND_TIME:
         timestamps = [_now(now_ms)] * count
@@ -362,7 +377,7 @@ def encode_batch(
     ):
         raise InvalidRecordError("record timestamps must fit in int64, and so must their deltas")
 
-    body = _encode_records(records, timestamps, base_timestamp)
+    body = _encode_records(records, timestamps, base_timestamp, offset_deltas)
     attributes = int(compression) & _CODEC_MASK
     if compression != Compression.NONE:
         body = compress(compression, body)
@@ -387,7 +402,7 @@ def encode_batch(
                 MAGIC,
                 0,
                 attributes,
-                count - 1,
+                last_offset_delta,
                 base_timestamp,
                 max_timestamp,
                 producer_id,
@@ -409,7 +424,10 @@ def _now(now_ms: int | None) -> int:
 
 
 def _encode_records(
-    records: Sequence[NewRecord], timestamps: list[int], base_timestamp: int
+    records: Sequence[NewRecord],
+    timestamps: list[int],
+    base_timestamp: int,
+    offset_deltas: Sequence[int] | None = None,
 ) -> bytes:
     """The records section, uncompressed: one varint-length-prefixed entry per record."""
     table = _VARINTS
@@ -419,9 +437,10 @@ def _encode_records(
     null_length = _NULL_LENGTH
     no_headers = _NO_HEADERS
     parts: list[bytes] = []
-    for offset_delta, ((key, value, _, headers), timestamp) in enumerate(
+    for index, ((key, value, _, headers), timestamp) in enumerate(
         zip(records, timestamps, strict=True)
     ):
+        offset_delta = index if offset_deltas is None else offset_deltas[index]
         delta = timestamp - base_timestamp
         if 0 <= delta < table_size:
             leading = attributes_and_deltas[delta]

@@ -8,7 +8,7 @@ bounded by a size the caller captured.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from headwater import limits
 from headwater._invariant import invariant
-from headwater.errors import CorruptRecordError, DiskFullError, StorageError
+from headwater.errors import CorruptRecordError, StorageError
+from headwater.log._files import storage_error
 from headwater.log.index import OffsetIndex, TimeIndex
 from headwater.log.record_batch import (
     BATCH_HEADER_SIZE,
@@ -37,11 +38,8 @@ def segment_file_name(base_offset: int, suffix: str = LOG_SUFFIX) -> str:
     return f"{base_offset:020d}{suffix}"
 
 
-def storage_error(error: OSError, what: str) -> StorageError:
-    """Map an operating-system error at the file boundary to Headwater's types."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(f"{what}: file system full ({error.strerror})")
-    return StorageError(f"{what}: {error.strerror or error}")
+class DataSyncError(StorageError):
+    """An fsync of log data failed: what was written since the last good sync may be gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +73,9 @@ class LogSegment:
         "time_index",
     )
 
-    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int, *, new: bool) -> None:
+    def __init__(
+        self, directory: str, base_offset: int, index_interval_bytes: int, *, new: bool
+    ) -> None:
         self.directory = directory
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
@@ -88,10 +88,14 @@ class LogSegment:
         self.size_bytes = os.fstat(self._fd).st_size
         self.created_ms = int(time.time() * 1000)
         self.offset_index = OffsetIndex(
-            os.path.join(directory, segment_file_name(base_offset, INDEX_SUFFIX)), base_offset, loaded=new
+            os.path.join(directory, segment_file_name(base_offset, INDEX_SUFFIX)),
+            base_offset,
+            loaded=new,
         )
         self.time_index = TimeIndex(
-            os.path.join(directory, segment_file_name(base_offset, TIME_INDEX_SUFFIX)), base_offset, loaded=new
+            os.path.join(directory, segment_file_name(base_offset, TIME_INDEX_SUFFIX)),
+            base_offset,
+            loaded=new,
         )
         self.next_offset = base_offset
         self.max_timestamp = NO_TIMESTAMP
@@ -102,19 +106,35 @@ class LogSegment:
     @classmethod
     def create(cls, directory: str, base_offset: int, index_interval_bytes: int) -> LogSegment:
         segment = cls(directory, base_offset, index_interval_bytes, new=True)
-        # A crash may leave stale indexes of an earlier segment with this name: start clean.
-        segment.offset_index.reset([])
-        segment.time_index.reset([])
+        try:
+            # A crash may leave stale indexes of an earlier segment with this name: start clean.
+            segment.offset_index.reset([])
+            segment.time_index.reset([])
+        except StorageError:
+            # Leave nothing half-made behind, so that a retry (after space is freed) can create it.
+            segment.close()
+            segment.delete_files()
+            raise
         return segment
 
     @classmethod
-    def open_existing(cls, directory: str, base_offset: int, index_interval_bytes: int) -> LogSegment:
+    def open_existing(
+        cls, directory: str, base_offset: int, index_interval_bytes: int
+    ) -> LogSegment:
         """Open a segment whose indexes are trusted (clean shutdown or before the recovery point)."""
         segment = cls(directory, base_offset, index_interval_bytes, new=False)
         try:
+            if segment.size_bytes and not (
+                os.path.exists(segment.offset_index.path)
+                and os.path.exists(segment.time_index.path)
+            ):
+                raise CorruptRecordError(f"indexes of {segment.path} are missing")
             segment.offset_index.check(segment.size_bytes)
             segment._load_tail()
             segment.time_index.check(segment.next_offset)
+            if segment.size_bytes and segment.time_index.last() is None:
+                # A sealed segment always ends its time index with its maximum timestamp.
+                raise CorruptRecordError(f"time index {segment.time_index.path} is empty")
         except CorruptRecordError:
             # Indexes are caches: rebuild from the batches without cutting any data.
             segment.scan(verify=False, truncate=False)
@@ -170,13 +190,18 @@ class LogSegment:
         self.flush(indexes=True)
 
     def flush(self, *, indexes: bool = False) -> None:
+        """fsync the log file (and write out and fsync the indexes if `indexes`).
+
+        Raises `DataSyncError` if the log file's fsync fails (its data may be lost), and a plain
+        `StorageError` if only an index could not be written (a cache, rebuilt if need be).
+        """
         try:
             os.fsync(self._fd)
-            if indexes:
-                self.offset_index.flush()
-                self.time_index.flush()
         except OSError as error:
-            raise storage_error(error, f"fsync {self.path}") from error
+            raise DataSyncError(f"fsync {self.path}: {error.strerror}") from error
+        if indexes:
+            self.offset_index.flush()
+            self.time_index.flush()
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -215,12 +240,15 @@ class LogSegment:
                 return batch_position, header
         return end_position, None
 
-    def find_timestamp(self, timestamp: int, end_position: int) -> tuple[int, int] | None:
-        """(offset, timestamp) of the first record with a timestamp >= `timestamp`, if any."""
+    def find_timestamp(
+        self, timestamp: int, end_position: int, min_offset: int = 0
+    ) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after `min_offset` with a timestamp
+        >= `timestamp`, if any."""
         if self.max_timestamp < timestamp and self.max_timestamp != NO_TIMESTAMP:
             return None
         after = self.time_index.lookup_before(timestamp)
-        start = self.base_offset if after is None else after + 1
+        start = max(self.base_offset if after is None else after + 1, min_offset)
         position, _ = self.find_position(start, end_position)
         for batch_position, header in self.headers_from(position, end_position):
             if header.max_timestamp < timestamp or header.is_control:
@@ -242,12 +270,17 @@ class LogSegment:
         last_time_entry = self.time_index.last()
         if last_time_entry is not None:
             self.max_timestamp, self.offset_of_max_timestamp = last_time_entry
+        largest = 0
         for batch_position, header in self.headers_from(position, self.size_bytes):
             self._bytes_since_index_entry = batch_position + header.size_bytes - position
+            largest = max(largest, header.size_bytes)
             if header.max_timestamp > self.max_timestamp:
                 self.max_timestamp = header.max_timestamp
                 self.offset_of_max_timestamp = header.last_offset
             self.next_offset = header.last_offset + 1
+        if self._bytes_since_index_entry > self.index_interval_bytes + largest:
+            # More unindexed bytes than appending would ever leave: the index lost its tail.
+            raise CorruptRecordError(f"offset index {self.offset_index.path} is short")
 
     def scan(self, *, verify: bool, truncate: bool, min_offset: int | None = None) -> ScanResult:
         """Read every batch from the start, rebuild both indexes, and (if `truncate`) cut the
@@ -270,7 +303,9 @@ class LogSegment:
             # Keep a window of the file in memory so small batches cost no syscall each.
             if position + BATCH_HEADER_SIZE > buffer_start + len(buffer):
                 buffer_start = position
-                buffer = self.read(position, min(limits.SCAN_CHUNK_BYTES, self.size_bytes - position))
+                buffer = self.read(
+                    position, min(limits.SCAN_CHUNK_BYTES, self.size_bytes - position)
+                )
             try:
                 header = parse_header(buffer, position - buffer_start)
             except CorruptRecordError as exc:
@@ -288,7 +323,12 @@ class LogSegment:
                 break
             if end > buffer_start + len(buffer):
                 buffer_start = position
-                buffer = self.read(position, max(header.size_bytes, min(limits.SCAN_CHUNK_BYTES, self.size_bytes - position)))
+                buffer = self.read(
+                    position,
+                    max(
+                        header.size_bytes, min(limits.SCAN_CHUNK_BYTES, self.size_bytes - position)
+                    ),
+                )
             if verify:
                 try:
                     verify_crc(buffer, position - buffer_start, header)
@@ -338,22 +378,32 @@ class LogSegment:
         return self.size_bytes == 0
 
     def close(self) -> None:
-        self.offset_index.close()
-        self.time_index.close()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        try:
+            self.offset_index.close()
+        finally:
+            try:
+                self.time_index.close()
+            finally:
+                if self._fd >= 0:
+                    os.close(self._fd)
+                    self._fd = -1
 
     def delete_files(self) -> None:
         """Unlink the files; the descriptor stays open for readers until `close`."""
         for path in (self.path, self.offset_index.path, self.time_index.path):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
 
     def __repr__(self) -> str:
         return f"LogSegment(base_offset={self.base_offset}, size_bytes={self.size_bytes})"
 
 
-__all__ = ["INDEX_SUFFIX", "LOG_SUFFIX", "TIME_INDEX_SUFFIX", "LogSegment", "ScanResult", "segment_file_name"]
+__all__ = [
+    "INDEX_SUFFIX",
+    "LOG_SUFFIX",
+    "TIME_INDEX_SUFFIX",
+    "DataSyncError",
+    "LogSegment",
+    "ScanResult",
+    "segment_file_name",
+]
