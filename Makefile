@@ -29,7 +29,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 long: $(STAMP)
-	HEADWATER_LONG=1 $(BIN)/python -m pytest -q -m long
+	HEADWATER_LONG=1 $(BIN)/python -m pytest -q -m long tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/log_append.py

@@ -374,7 +374,6 @@ def test_sigkill_rounds(tmp_path: Path) -> None:
 
 @pytest.mark.long
 @pytest.mark.timeout(3600)
-@pytest.mark.skipif(not LONG, reason="soak test: set HEADWATER_LONG=1")
 def test_sigkill_soak(tmp_path: Path) -> None:
     """>= 200 SIGKILLs; a fresh data directory every 40 rounds keeps each open affordable."""
     seed = crash_seed()

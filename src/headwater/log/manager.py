@@ -143,7 +143,9 @@ class _DirectoryLock:
             raise DataDirectoryLockedError(
                 f"data directory {data_dir} is in use by {holder}; stop it or use another --data-dir"
             ) from None
-        with contextlib.suppress(OSError):  # naming the holder is a courtesy (a full disk may refuse)
+        with contextlib.suppress(
+            OSError
+        ):  # naming the holder is a courtesy (a full disk may refuse)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} ({owner})\n".encode(), 0)
         self._fd = fd

@@ -575,7 +575,9 @@ class PartitionLog:
                 self.close_retired(all_of_them=True)
             if self._failure is not None:
                 # Not a clean close: the next open must recover this log, not trust it.
-                raise LogClosedError(f"{self.name}: closed after a storage failure: {self._failure}")
+                raise LogClosedError(
+                    f"{self.name}: closed after a storage failure: {self._failure}"
+                )
 
     def verify(self, on_progress: Callable[[int], None] | None = None) -> list[str]:
         """Scrub: read every batch and check its CRC and offsets. Returns problems found."""
