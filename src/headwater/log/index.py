@@ -164,6 +164,12 @@ class OffsetIndex:
             return self.base_offset, 0
         return self.base_offset + self._offsets[slot], self._positions[slot]
 
+    def position_at_or_below(self, position: int) -> int:
+        """The greatest indexed batch position <= `position` (0 if none): a batch boundary."""
+        self._ensure_loaded()
+        slot = bisect_right(self._positions, position) - 1
+        return self._positions[slot] if slot >= 0 else 0
+
     def last(self) -> tuple[int, int]:
         self._ensure_loaded()
         if not self._offsets:

@@ -75,7 +75,8 @@ class AppendResult(NamedTuple):
 class ReadResult:
     """A byte range of one segment holding batches from the requested offset on.
 
-    `size` may end inside a batch (as Kafka's fetch does); `read_whole_batches` trims that.
+    `size` ends on a batch boundary when the sparse index knows one in range; otherwise it may
+    end inside a batch, as Kafka's fetch may (decoders stop at a partial trailing batch).
     """
 
     segment: LogSegment | None
@@ -375,6 +376,11 @@ class PartitionLog:
             if header is None:
                 continue  # a gap left by compaction, or the end of this segment
             length = min(max(max_bytes, header.size_bytes), end_position - position)
+            if position + length < end_position:
+                # End on a batch boundary the index knows, if one lies past the first batch.
+                boundary = segment.offset_index.position_at_or_below(position + length)
+                if boundary >= position + header.size_bytes:
+                    length = boundary - position
             return ReadResult(segment, position, length, high_watermark, log_start, log_end)
         return empty
 

@@ -174,6 +174,9 @@ class BatchHeader(NamedTuple):
 # --- header -------------------------------------------------------------------------------
 
 
+_new_header = tuple.__new__  # skips NamedTuple._make's argument checks on the hot path
+
+
 def parse_header(buffer: bytes | bytearray | memoryview, position: int = 0) -> BatchHeader:
     """Parse the header of the batch at `position`; the CRC is not checked (see `verify_crc`)."""
     available = len(buffer) - position
@@ -182,7 +185,7 @@ def parse_header(buffer: bytes | bytearray | memoryview, position: int = 0) -> B
             f"batch header at position {position} needs {BATCH_HEADER_SIZE} bytes, "
             f"{max(available, 0)} are available"
         )
-    header = BatchHeader._make(_HEADER.unpack_from(buffer, position))
+    header = _new_header(BatchHeader, _HEADER.unpack_from(buffer, position))
     if header.magic != MAGIC:
         raise CorruptRecordError(
             f"batch at offset {header.base_offset} has magic {header.magic}, "
@@ -237,7 +240,7 @@ def iter_batches(
 def set_base_offset(batch: bytes | bytearray | memoryview, base_offset: int) -> bytes:
     """The 8 bytes that replace `batch[:8]` to give it `base_offset`; the CRC stays valid."""
     invariant(len(batch) >= BATCH_HEADER_SIZE, "set_base_offset needs a whole batch header")
-    invariant(0 <= base_offset <= _INT64_MAX, f"base offset {base_offset} is out of range")
+    invariant(0 <= base_offset <= _INT64_MAX, "base offset out of int64 range")
     return _INT64.pack(base_offset)
 
 
