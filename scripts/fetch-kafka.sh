@@ -22,12 +22,12 @@ fi
 command -v mvn >/dev/null 2>&1 || { echo "fetch-kafka: mvn not found (apt-get install -y maven)" >&2; exit 1; }
 command -v java >/dev/null 2>&1 || { echo "fetch-kafka: java not found (Kafka 4.x needs Java 17+)" >&2; exit 1; }
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cp "$here/kafka-pom.xml" "$work/pom.xml"
-
 # Fill a staging dir first, then swap it in, so an interrupted run never looks complete.
 staging="$libs.partial"
+work="$(mktemp -d)"
+trap 'rm -rf "$work" "$staging"' EXIT
+cp "$here/kafka-pom.xml" "$work/pom.xml"
+
 rm -rf "$staging"
 mkdir -p "$staging"
 
@@ -37,7 +37,8 @@ mvn -B -q -Dstyle.color=never -f "$work/pom.xml" ${MAVEN_ARGS_EXTRA:-} \
   -Dkafka.version="$version" \
   "$dependency_plugin:copy-dependencies" \
   -DincludeScope=runtime \
-  -DoutputDirectory="$staging"
+  -DoutputDirectory="$staging" \
+  2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^$/d' >&2  # Maven 3.8 -q still emits colour resets
 
 jars=$(find "$staging" -name '*.jar' | wc -l)
 if ! ls "$staging"/kafka_2.13-"$version".jar >/dev/null 2>&1; then

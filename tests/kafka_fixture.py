@@ -12,6 +12,7 @@ Where the jars are looked for, first hit wins:
 
 from __future__ import annotations
 
+import atexit
 import base64
 import os
 import shutil
@@ -100,7 +101,9 @@ def new_cluster_id() -> str:
 # --- a dependency-free readiness probe: ApiVersions v0, then Metadata v1 --------------------------
 
 
-def _request(sock: socket.socket, api_key: int, version: int, correlation: int, body: bytes) -> bytes:
+def _request(
+    sock: socket.socket, api_key: int, version: int, correlation: int, body: bytes
+) -> bytes:
     client_id = b"headwater-probe"
     header = struct.pack(">hhih", api_key, version, correlation, len(client_id)) + client_id
     payload = header + body
@@ -178,6 +181,7 @@ class KafkaBroker:
 
     def start(self) -> KafkaBroker:
         check_libs(self.libs_dir)
+        atexit.register(self.stop)  # a safety net if the owner never reaches stop()
         self.workdir = Path(tempfile.mkdtemp(prefix="headwater-kafka-"))
         began = time.monotonic()
         try:
@@ -204,6 +208,7 @@ class KafkaBroker:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+        atexit.unregister(self.stop)
 
     def log_tail(self, lines: int = 60) -> str:
         parts = []

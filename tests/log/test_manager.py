@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import records
+from log_records import records
 
 from headwater.errors import (
     ConfigError,

@@ -5,7 +5,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import records
+from log_records import records
 
 from headwater.errors import (
     CorruptRecordError,

@@ -10,6 +10,7 @@ import typer
 
 from headwater.cli._common import DataDirOption, error_line, remember_data_dir
 from headwater.cli._log import log_app
+from headwater.cli._serve import serve_command
 from headwater.cli._topic import topic_app
 from headwater.errors import HeadwaterError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(topic_app)
 app.add_typer(log_app)
+app.command("serve")(serve_command)
 
 
 @app.callback()

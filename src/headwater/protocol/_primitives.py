@@ -16,18 +16,21 @@ import enum
 import struct
 import uuid
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, ClassVar, Final, Self, TypeVar
 
 from headwater.errors import HeadwaterError
 
 __all__ = [
     "MISSING",
     "ZERO_UUID",
+    "ApiMessage",
     "MalformedFrameError",
     "Missing",
     "Reader",
+    "Struct",
     "UnsupportedVersionError",
     "Writer",
+    "version_entry",
 ]
 
 
@@ -51,6 +54,8 @@ class Missing(enum.Enum):
 
 MISSING: Final = Missing.MISSING
 ZERO_UUID: Final = uuid.UUID(int=0)
+
+_T = TypeVar("_T")
 
 _I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
@@ -79,6 +84,48 @@ _f64_pack = _F64.pack
 _ZERO_BYTE: Final = b"\x00"
 # Chunks at least this large are kept by reference in `Writer` instead of being copied.
 _ZERO_COPY_THRESHOLD: Final = 4096
+
+
+class Struct:
+    """Base of every generated message and nested struct: field-wise `==` and a readable repr."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        names: tuple[str, ...] = self.__slots__
+        return all(getattr(self, name) == getattr(other, name) for name in names)
+
+    def __repr__(self) -> str:
+        names: tuple[str, ...] = self.__slots__
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        return f"{type(self).__name__}({body})"
+
+
+class ApiMessage(Struct):
+    """Base of the generated request and response classes (the registry's value type)."""
+
+    __slots__ = ()
+
+    API_KEY: ClassVar[int]
+    MIN_VERSION: ClassVar[int]
+    MAX_VERSION: ClassVar[int]
+
+    def encode(self, w: Writer, version: int) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, r: Reader, version: int) -> Self:
+        raise NotImplementedError
+
+
+def version_entry(table: dict[int, _T], version: int, name: str) -> _T:
+    """The per-version encoder/decoder for `name`, or UnsupportedVersionError."""
+    try:
+        return table[version]
+    except KeyError:
+        raise UnsupportedVersionError(f"{name} version {version} is not supported") from None
 
 
 def _truncated(what: str) -> MalformedFrameError:
@@ -273,14 +320,30 @@ class Reader:
                 return -1
             raise MalformedFrameError(f"negative {what} length {n}")
         if n > self.end - self.pos:
-            raise MalformedFrameError(f"{what} length {n} exceeds the {self.end - self.pos} bytes left")
+            raise MalformedFrameError(
+                f"{what} length {n} exceeds the {self.end - self.pos} bytes left"
+            )
         return n
 
     def array_len(self) -> int:
-        """An int32 array length; -1 means null. Bounded by the bytes left."""
+        """An int32 array length, bounded by the bytes left; null is malformed."""
+        n = self._checked_length(self.int32(), "array")
+        if n < 0:
+            raise MalformedFrameError("null array in a non-nullable field")
+        return n
+
+    def nullable_array_len(self) -> int:
+        """An int32 array length, bounded by the bytes left; -1 means null."""
         return self._checked_length(self.int32(), "array")
 
     def compact_array_len(self) -> int:
+        """An unsigned-varint (length + 1) array length; null is malformed."""
+        n = self._checked_length(self.uvarint() - 1, "array")
+        if n < 0:
+            raise MalformedFrameError("null array in a non-nullable field")
+        return n
+
+    def compact_nullable_array_len(self) -> int:
         """An unsigned-varint (length + 1) array length; -1 means null."""
         return self._checked_length(self.uvarint() - 1, "array")
 
@@ -520,21 +583,26 @@ class Writer:
 
     # --- lengths ----------------------------------------------------------------------------
 
-    def array_len(self, items: list[Any] | None, nullable: bool = False) -> None:
+    def array_len(self, items: list[Any] | None) -> None:
         if items is None:
-            if not nullable:
-                raise ValueError("null array in a non-nullable field")
-            self._buf += _i32_pack(-1)
-        else:
-            self._buf += _i32_pack(len(items))
+            raise ValueError("null array in a non-nullable field")
+        self._buf += _i32_pack(len(items))
 
-    def compact_array_len(self, items: list[Any] | None, nullable: bool = False) -> None:
+    def nullable_array_len(self, items: list[Any] | None) -> None:
+        self._buf += _i32_pack(-1 if items is None else len(items))
+
+    def compact_array_len(self, items: list[Any] | None) -> None:
         if items is None:
-            if not nullable:
-                raise ValueError("null array in a non-nullable field")
+            raise ValueError("null array in a non-nullable field")
+        n = len(items) + 1
+        self._buf += _SMALL_UVARINTS[n] if n < 0x80 else _uvarint_bytes(n)
+
+    def compact_nullable_array_len(self, items: list[Any] | None) -> None:
+        if items is None:
             self._buf += _ZERO_BYTE
         else:
-            self.uvarint(len(items) + 1)
+            n = len(items) + 1
+            self._buf += _SMALL_UVARINTS[n] if n < 0x80 else _uvarint_bytes(n)
 
     # --- strings ----------------------------------------------------------------------------
 

@@ -1,0 +1,65 @@
+"""`headwater serve` end to end with librdkafka (confluent-kafka): the smallest honest check."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from broker_process import ServedBroker
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from headwater.log.partitioner import partition_for_key
+
+_quiet = logging.getLogger("librdkafka-test")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+def _config(broker: ServedBroker, **extra: object) -> dict[str, object]:
+    return {"bootstrap.servers": broker.bootstrap, "logger": _quiet, **extra}
+
+
+def test_produce_acks_all_then_consume_by_assignment(headwater_broker: ServedBroker) -> None:
+    admin = AdminClient(_config(headwater_broker))
+    for future in admin.create_topics([NewTopic("orders", 3, 1)]).values():
+        assert future.result(10) is None
+    producer = Producer(
+        _config(headwater_broker, acks="all", partitioner="murmur2_random", **{"linger.ms": 5})
+    )
+    delivered: list[tuple[int, int, bytes]] = []
+
+    def on_delivery(error: object, message: object) -> None:
+        assert error is None, error
+        delivered.append((message.partition(), message.offset(), message.key()))  # type: ignore[attr-defined]
+
+    for number in range(300):
+        producer.produce(
+            "orders",
+            key=b"key-%d" % (number % 17),
+            value=b"value-%d" % number,
+            on_delivery=on_delivery,
+        )
+    assert producer.flush(15) == 0
+    assert len(delivered) == 300
+    for partition, _, key in delivered:
+        assert partition == partition_for_key(key, 3)  # Kafka's default partitioner, both sides
+    consumer = Consumer(
+        _config(headwater_broker, **{"group.id": "unused", "enable.auto.commit": False})
+    )
+    consumer.assign([TopicPartition("orders", partition, 0) for partition in range(3)])
+    seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    values = set()
+    deadline = time.monotonic() + 20
+    while sum(map(len, seen.values())) < 300 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        seen[message.partition()].append(message.offset())
+        values.add(message.value())
+    for partition, offsets in seen.items():
+        assert offsets == list(range(len(offsets))), partition
+        low, high = consumer.get_watermark_offsets(TopicPartition("orders", partition), timeout=10)
+        assert (low, high) == (0, len(offsets))
+    assert values == {b"value-%d" % number for number in range(300)}
+    consumer.close()
