@@ -181,10 +181,12 @@ def test_a_negative_size_closes(size: int) -> None:
     assert conn.state is State.CLOSED
 
 
-def test_a_bad_frame_after_good_ones_closes_and_drops_them() -> None:
+def test_a_bad_frame_after_good_ones_closes() -> None:
     conn = connection()
     with pytest.raises(ProtocolViolation):
+        # The good request may come back first (as Kafka would answer it), the violation next.
         conn.receive(metadata_frame(1) + (-1).to_bytes(4, "big", signed=True))
+        conn.receive(b"")
     assert conn.state is State.CLOSED
 
 
@@ -275,7 +277,7 @@ def test_every_supported_version_of_every_api_decodes() -> None:
 
 def test_a_closed_connection_refuses_everything() -> None:
     conn = connection()
-    [request] = conn.receive(metadata_frame(1))
+    assert len(conn.receive(metadata_frame(1))) == 1
     conn.close()
     assert conn.state is State.CLOSED
     assert not conn.wants_more
@@ -488,7 +490,9 @@ def mutated_frames(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames=st.lists(mutated_frames(), min_size=1, max_size=4), seed=st.integers(0, 2**32))
-def test_mutated_frames_raise_nothing_but_protocol_violation(frames: list[bytes], seed: int) -> None:
+def test_mutated_frames_raise_nothing_but_protocol_violation(
+    frames: list[bytes], seed: int
+) -> None:
     data = b"".join(frames)
     chooser = random.Random(seed)
     cuts = [chooser.randrange(len(data) + 1) for _ in range(chooser.randrange(6))]

@@ -218,7 +218,10 @@ class Handlers:
         for topic in body.topic_data:
             partitions = []
             for data in topic.partition_data:
-                result = m.ProduceResponsePartitionProduceResponse(index=data.index)
+                # Kafka answers -1 for the offsets of a partition it did not append to.
+                result = m.ProduceResponsePartitionProduceResponse(
+                    index=data.index, base_offset=-1, log_start_offset=-1
+                )
                 partitions.append(result)
                 if acks not in (-1, 0, 1):
                     result.error_code = INVALID_REQUIRED_ACKS
@@ -516,7 +519,7 @@ class Handlers:
                     name=name,
                     value=value,
                     read_only=False,
-                    is_default=is_default,
+                    is_default=is_default if request.api_version == 0 else False,
                     config_source=DEFAULT_CONFIG if is_default else DYNAMIC_TOPIC_CONFIG,
                     is_sensitive=False,
                     documentation=documentation if body.include_documentation else None,

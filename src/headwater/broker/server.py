@@ -95,17 +95,20 @@ class _ClientConnection(asyncio.Protocol):
                 return
             try:
                 reply = await self._broker.handlers.handle(request)
+                if self._transport.is_closing():
+                    return  # the client left while we worked (a long poll): nobody to answer
+                if reply is None:
+                    self._protocol.skip_response(request)
+                else:
+                    body, version = reply
+                    frame = self._protocol.respond(request, body, version=version)
+                    self._transport.writelines(frame.chunks())
             except Exception:
-                # A bug in a handler must not take the broker down: drop this client only.
-                _log.exception("handler for API %d failed; closing the connection", request.api_key)
+                # A bug in a handler or an encoder must not take the broker down, nor leave the
+                # client waiting forever: drop this client only.
+                _log.exception("answering API %d failed; closing the connection", request.api_key)
                 self.close()
                 return
-            if reply is None:
-                self._protocol.skip_response(request)
-            else:
-                body, version = reply
-                frame = self._protocol.respond(request, body, version=version)
-                self._transport.writelines(frame.chunks())
             self._update_reading()
             await self._writable.wait()
 
