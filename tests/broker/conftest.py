@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,26 +19,6 @@ def headwater_broker(tmp_path: Path) -> Iterator[ServedBroker]:
 
 # --- shared fixtures for the interop, differential and restart tests ----------------------------
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from kafka_fixture import KafkaBroker, KafkaNotFetchedError, KafkaStartError  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[KafkaBroker]:
-    """One real Kafka 4.x broker (KRaft) for the session, as in tests/interop (never skips)."""
-    broker = KafkaBroker()
-    try:
-        broker.start()
-    except KafkaNotFetchedError as error:
-        pytest.fail(str(error), pytrace=False)
-    except KafkaStartError as error:
-        pytest.fail(f"the Kafka broker did not start: {error}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
 
 @pytest.fixture(scope="module")
 def shared_headwater(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedBroker]:
@@ -49,3 +28,22 @@ def shared_headwater(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     yield broker
     code = broker.stop()
     assert code == 0, f"broker did not shut down cleanly ({code}): {broker.log_tail()}"
+
+
+@pytest.fixture
+def launch_broker() -> Iterator[Callable[..., ServedBroker]]:
+    """`start_broker` for tests that stop and restart brokers; leftovers are killed at teardown."""
+    launched: list[ServedBroker] = []
+
+    def launch(
+        data_dir: Path, log_path: Path, *extra: str, port: int | None = None
+    ) -> ServedBroker:
+        broker = start_broker(data_dir, log_path, *extra, port=port)
+        launched.append(broker)
+        return broker
+
+    yield launch
+    for broker in launched:
+        if broker.process.poll() is None:
+            broker.process.kill()
+            broker.process.wait(timeout=30)

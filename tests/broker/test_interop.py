@@ -325,11 +325,6 @@ def test_aiokafka_round_trip(shared_headwater: Any) -> None:
         assert record.partition == partition_for_key(record.key, PARTITIONS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Headwater bug: ListOffsets v1-v3 responses fail to encode (leader_epoch is set for "
-    "every version; the encoder rejects it below v4), so the broker drops the connection",
-)
 def test_aiokafka_list_offsets_v3(shared_headwater: Any) -> None:
     """aiokafka 0.14 resets positions with ListOffsets v3 (it knows no later version)."""
     from aiokafka import AIOKafkaConsumer
@@ -372,7 +367,7 @@ def kcat(*args: str, stdin: str | None = None) -> str:
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=15,
         check=False,
     )
     assert result.returncode == 0, f"kcat {args} exited {result.returncode}: {result.stderr}"
@@ -392,12 +387,23 @@ def test_kcat_list_produce_consume(shared_headwater: Any) -> None:
     kcat("-b", bootstrap, "-P", "-t", topic, "-k", "the-key", stdin="\n".join(lines) + "\n")
     keyed = kcat("-b", bootstrap, "-P", "-t", topic, "-K", ":", stdin="a:1\nb:2\n")
     assert keyed == ""
-    out = kcat("-b", bootstrap, "-C", "-t", topic, "-e", "-o", "beginning", "-f", "%o %k %s\n")
+    # Absolute offsets here; `-o beginning` (ListOffsets v2) has its own test below.
+    out = kcat("-b", bootstrap, "-C", "-t", topic, "-e", "-o", "0", "-f", "%o %k %s\n")
     expected = [f"{n} the-key line {n}" for n in range(25)] + ["25 a 1", "26 b 2"]
     assert out.splitlines() == expected
     # From an offset, and the tail.
     tail = kcat("-b", bootstrap, "-C", "-t", topic, "-e", "-o", "20", "-f", "%o %s\n")
     assert tail.splitlines() == [f"{n} line {n}" for n in range(20, 25)] + ["25 1", "26 2"]
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed")
+def test_kcat_from_beginning(shared_headwater: Any) -> None:
+    bootstrap = shared_headwater.bootstrap
+    topic = unique("kcat-lo")
+    create_topic(bootstrap, topic, 1)
+    kcat("-b", bootstrap, "-P", "-t", topic, stdin="x\ny\n")
+    out = kcat("-b", bootstrap, "-C", "-t", topic, "-e", "-o", "beginning", "-f", "%o %s\n")
+    assert out.splitlines() == ["0 x", "1 y"]
 
 
 # --- AdminClient ---------------------------------------------------------------------------------
@@ -451,7 +457,7 @@ def test_admin_topics_and_configs(shared_headwater: Any) -> None:
     assert writer.flush(10) == 0
     deleted = client.delete_records([TopicPartition(topic, 2, 3)])
     result = next(iter(deleted.values())).result(timeout=10)
-    assert result.offset == 3  # the new low watermark
+    assert result.low_watermark == 3
     messages = consume(bootstrap, [TopicPartition(topic, 2, OFFSET_BEGINNING)], 2)
     assert [m.offset() for m in messages] == [3, 4]
 
@@ -521,6 +527,8 @@ def test_fetch_from_inside_a_batch(shared_headwater: Any, compression: str) -> N
     assert [(m.offset(), m.value()) for m in messages] == [
         (n, f"v{n}".encode()) for n in range(6, 10)
     ]
+    if compression not in ("none", "gzip"):
+        return  # kafka-python has no lz4/zstd/snappy codec in this venv
 
     from kafka import KafkaConsumer
     from kafka import TopicPartition as KTopicPartition
@@ -530,7 +538,11 @@ def test_fetch_from_inside_a_batch(shared_headwater: Any, compression: str) -> N
         partition = KTopicPartition(topic, 0)
         reader.assign([partition])
         reader.seek(partition, 7)
-        got = [(record.offset, record.value) for record in reader]
+        got = []
+        for record in reader:
+            got.append((record.offset, record.value))
+            if record.offset == 9:
+                break
     finally:
         reader.close()
     assert got == [(n, f"v{n}".encode()) for n in range(7, 10)]

@@ -355,7 +355,8 @@ class Handlers:
                 except HeadwaterError as error:
                     answer.error_code = _error_code(error)
                     continue
-                answer.leader_epoch = LEADER_EPOCH
+                if request.api_version >= 4:  # the field exists from v4 on
+                    answer.leader_epoch = LEADER_EPOCH
                 if wanted.timestamp == LATEST_TIMESTAMP:
                     answer.offset = log.high_watermark
                 elif wanted.timestamp == EARLIEST_TIMESTAMP:
@@ -404,6 +405,12 @@ class Handlers:
 
                     validate_topic_name(topic.name)
                     TopicConfig.from_overrides(configs)
+                    if partitions < 1:
+                        from headwater.errors import InvalidPartitionsError
+
+                        raise InvalidPartitionsError(
+                            f"partition count {partitions} is not positive"
+                        )
                     if self.manager.has_topic(topic.name):
                         self.manager.create_topic(topic.name, partitions, configs)  # raises
                 else:

@@ -432,13 +432,23 @@ class PartitionLog:
     def max_timestamp(self) -> tuple[int, int] | None:
         """(offset, timestamp) of the record with the greatest timestamp, as Kafka's MAX_TIMESTAMP."""
         with self._lock:
-            best: tuple[int, int] | None = None
+            best: LogSegment | None = None
             for segment in self._segments:
                 if segment.max_timestamp != NO_TIMESTAMP and (
-                    best is None or segment.max_timestamp > best[1]
+                    best is None or segment.max_timestamp > best.max_timestamp
                 ):
-                    best = (segment.offset_of_max_timestamp, segment.max_timestamp)
-            return best
+                    best = segment
+            if best is None:
+                return None
+            timestamp, batch_last_offset = best.max_timestamp, best.offset_of_max_timestamp
+            end_position = best.size_bytes
+        # The segment knows the batch; Kafka answers the record inside it that holds the maximum.
+        position, header = best.find_position(batch_last_offset, end_position)
+        if header is not None:
+            for record in decode_records(best.read(position, header.size_bytes)):
+                if record.timestamp == timestamp:
+                    return record.offset, timestamp
+        return batch_last_offset, timestamp
 
     # --- retention --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Fixtures for the differential tests against a real Apache Kafka broker.
+"""Session fixtures shared by every test package: one real Apache Kafka broker.
 
 The broker jars are fetched by ``scripts/fetch-kafka.sh``; without them the fixture fails (it
 never skips), so a missing fetch step shows up as an error, not as silently untested code.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kafka_fixture import KafkaBroker, KafkaNotFetchedError, KafkaStartError
 
