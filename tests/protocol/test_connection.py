@@ -181,13 +181,15 @@ def test_a_negative_size_closes(size: int) -> None:
     assert conn.state is State.CLOSED
 
 
-def test_a_bad_frame_after_good_ones_closes() -> None:
+def test_a_bad_frame_after_good_ones_closes_after_answering_them() -> None:
     conn = connection()
-    with pytest.raises(ProtocolViolation):
-        # The good request may come back first (as Kafka would answer it), the violation next.
-        conn.receive(metadata_frame(1) + (-1).to_bytes(4, "big", signed=True))
-        conn.receive(b"")
+    # As Kafka does: the good request comes back to be answered, the violation is kept.
+    requests = conn.receive(metadata_frame(1) + (-1).to_bytes(4, "big", signed=True))
+    assert [request.api_key for request in requests] == [METADATA]
+    assert conn.violation is not None
     assert conn.state is State.CLOSED
+    with pytest.raises(ProtocolViolation):
+        conn.receive(b"")
 
 
 @pytest.mark.parametrize("keep", [0, 1, 2, 3, 5, 7, 9])

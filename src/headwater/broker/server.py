@@ -57,6 +57,15 @@ class _ClientConnection(asyncio.Protocol):
             return
         for request in requests:
             self._queue.put_nowait(request)
+        if self._protocol.violation is not None:
+            _log.info(
+                "closing a connection after its last good request: %s", self._protocol.violation
+            )
+            self._queue.put_nowait(None)  # answer what came before, then close
+            if self._transport is not None:
+                self._transport.pause_reading()
+            self._reading = False
+            return
         self._update_reading()
 
     def _update_reading(self) -> None:
@@ -92,6 +101,8 @@ class _ClientConnection(asyncio.Protocol):
         while True:
             request = await self._queue.get()
             if request is None or self._transport is None or self._transport.is_closing():
+                if request is None and self._protocol.violation is not None:
+                    self.close()
                 return
             try:
                 reply = await self._broker.handlers.handle(request)

@@ -70,6 +70,8 @@ class ServerConnection:
         self._in_flight_max = in_flight_max
         self._buffer = bytearray()
         self._awaiting: deque[Request] = deque()
+        # Set when a bad frame followed good ones in one `receive`: close after answering them.
+        self.violation: ProtocolViolation | None = None
 
     @property
     def in_flight(self) -> int:
@@ -104,6 +106,12 @@ class ServerConnection:
                 request = self._decode(frame)
                 self._awaiting.append(request)
                 requests.append(request)
+        except ProtocolViolation as error:
+            if not requests:
+                raise
+            # Answer what came before the bad frame, as Kafka does, then close: the caller
+            # sees `violation` set and closes once these are answered.
+            self.violation = error
         finally:
             view.release()
             del self._buffer[:position]
