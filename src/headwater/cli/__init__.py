@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import typer
 
-from headwater.cli._common import DataDirOption, error_line, remember_data_dir
+from headwater.cli._common import (
+    BrokersOption,
+    DataDirOption,
+    error_line,
+    remember_brokers,
+    remember_data_dir,
+)
 from headwater.cli._log import log_app
 from headwater.cli._serve import serve_command
 from headwater.cli._topic import topic_app
@@ -27,9 +33,12 @@ app.command("serve")(serve_command)
 
 
 @app.callback()
-def _root(ctx: typer.Context, data_dir: DataDirOption = None) -> None:
+def _root(
+    ctx: typer.Context, data_dir: DataDirOption = None, brokers: BrokersOption = None
+) -> None:
     """Headwater: a log-centric event-streaming platform that speaks Kafka."""
     remember_data_dir(ctx, data_dir)
+    remember_brokers(ctx, brokers)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""What every command shares: finding the data directory, opening it, and reporting errors.
+"""What every command shares: finding the data directory (or the brokers), opening it, and
+reporting errors.
 
 Each `HeadwaterError` becomes one line, "error: ...", on stderr and exit status 1: a command
 line tool's user wants the reason, not a traceback. The log manager is always closed, because
@@ -22,6 +23,7 @@ from headwater.errors import ConfigError, HeadwaterError
 from headwater.log.manager import META_DIRECTORY, LogManager, open_log_manager
 
 DATA_DIR_ENV = "HEADWATER_DATA_DIR"
+BROKERS_ENV = "HEADWATER_BROKERS"
 DEFAULT_DATA_DIR = "./headwater-data"
 # The directory whose presence marks a data directory as Headwater's own.
 _META_ROOT = os.path.normpath(META_DIRECTORY).split(os.sep)[0]
@@ -39,18 +41,50 @@ DataDirOption = Annotated[
     ),
 ]
 
+BrokersOption = Annotated[
+    str | None,
+    typer.Option(
+        "--brokers",
+        metavar="HOST:PORT[,HOST:PORT]",
+        help=f"Talk to these Kafka brokers (headwater serve or Apache Kafka) instead of a data "
+        f"directory (default: ${BROKERS_ENV}; either wins over --data-dir).",
+        show_default=False,
+    ),
+]
+
 
 @dataclass(slots=True)
 class CliState:
-    """A `--data-dir` given before the subcommand (`headwater --data-dir D topic list`)."""
+    """A `--data-dir` or `--brokers` given before the subcommand (`headwater topic --data-dir D
+    list`)."""
 
     data_dir: str | None = None
+    brokers: str | None = None
 
 
 def remember_data_dir(ctx: typer.Context, data_dir: str | None) -> None:
     """Record a group-level `--data-dir`; an inner group's value wins over an outer one's."""
     if data_dir is not None:
         ctx.ensure_object(CliState).data_dir = data_dir
+
+
+def remember_brokers(ctx: typer.Context, brokers: str | None) -> None:
+    """Record a group-level `--brokers`; an inner group's value wins over an outer one's."""
+    if brokers is not None:
+        ctx.ensure_object(CliState).brokers = brokers
+
+
+def resolve_brokers(ctx: typer.Context, brokers: str | None) -> str | None:
+    """The brokers to talk to, if any: the command's option, a group's, else the environment.
+
+    None means the data directory: brokers, when given, take precedence over it.
+    """
+    if brokers is not None:
+        return brokers
+    state = ctx.find_object(CliState)
+    if state is not None and state.brokers is not None:
+        return state.brokers
+    return os.environ.get(BROKERS_ENV, "").strip() or None
 
 
 def resolve_data_dir(ctx: typer.Context, data_dir: str | None) -> str:
@@ -176,8 +210,10 @@ def format_bytes(size: int) -> str:
 
 
 __all__ = [
+    "BROKERS_ENV",
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
+    "BrokersOption",
     "CliState",
     "DataDirOption",
     "error_line",
@@ -187,8 +223,10 @@ __all__ = [
     "parse_key_values",
     "plain_table",
     "print_table",
+    "remember_brokers",
     "remember_data_dir",
     "reporting_errors",
+    "resolve_brokers",
     "resolve_data_dir",
     "stderr_console",
     "stdout_console",

@@ -1,7 +1,7 @@
 r"""`headwater topic consume`: print records, partition by partition, in offset order.
 
 With no server there is nothing to wait on: a run reads every selected partition up to its high
-watermark as it was when the run began, then exits. Values are bytes and are written as bytes.
+watermark as it was when the run began, then exits (with --brokers too, for the same output). Values are bytes and are written as bytes.
 
 Format strings follow rpk and kcat where they agree: `%t` topic, `%k` key, `%v` value,
 `%p` partition, `%o` offset, `%h` headers (`k=v,k=v`), `%H` header count, `%K`/`%V` key and
@@ -27,7 +27,7 @@ from typing import Annotated
 import msgspec
 import typer
 
-from headwater.cli._common import DataDirOption, open_data_dir
+from headwater.cli._common import BrokersOption, DataDirOption, open_data_dir, resolve_brokers
 from headwater.log.partition_log import PartitionLog
 from headwater.log.record_batch import Record
 
@@ -306,12 +306,26 @@ def consume(
         ),
     ] = DEFAULT_FORMAT,
     data_dir: DataDirOption = None,
+    brokers: BrokersOption = None,
 ) -> None:
     """Print a topic's records, each partition in offset order, up to the current end."""
     if from_beginning and offset is not None:
         raise typer.BadParameter("use --from-beginning or --offset, not both")
     spec = _check_offset_spec(offset or "start")
     record_format = RecordFormat.parse(format_)
+    remote = resolve_brokers(ctx, brokers)
+    if remote is not None:
+        from headwater.cli import _remote
+
+        _remote.consume(
+            remote,
+            topic,
+            spec=spec,
+            partitions=partitions,
+            num=num,
+            record_format=record_format,
+        )
+        return
     remaining = num
     broken_pipe = False
     with open_data_dir(ctx, data_dir, "headwater topic consume") as manager:

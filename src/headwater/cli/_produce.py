@@ -27,11 +27,13 @@ from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextCol
 from rich.text import Text
 
 from headwater.cli._common import (
+    BrokersOption,
     DataDirOption,
     error_line,
     open_data_dir,
     parse_key_values,
     reporting_errors,
+    resolve_brokers,
     stderr_console,
 )
 from headwater.errors import HeadwaterError
@@ -320,11 +322,13 @@ def produce(
         ),
     ] = None,
     data_dir: DataDirOption = None,
+    brokers: BrokersOption = None,
 ) -> None:
     """Produce one record per stdin line (only the trailing newline is removed).
 
     Keyed records go where Kafka's default partitioner would put them; keyless ones stick to
-    one partition per batch. The summary on stderr is printed once every record is on disk.
+    one partition per batch. The summary on stderr is printed once every record is on disk (with
+    --brokers: once every record is acknowledged by all in-sync replicas; exit 1 if any failed).
     """
     if key is not None and key_separator is not None:
         raise typer.BadParameter("use --key or --key-separator, not both")
@@ -334,6 +338,20 @@ def produce(
         headers = tuple(
             (name, value.encode()) for name, value in parse_key_values(header, "header").items()
         )
+    remote = resolve_brokers(ctx, brokers)
+    if remote is not None:
+        from headwater.cli import _remote
+
+        _remote.produce(
+            remote,
+            topic,
+            key=None if key is None else key.encode(),
+            separator=None if key_separator is None else key_separator.encode(),
+            partition=partition,
+            compression=None if compression is None else compression.value,
+            headers=headers,
+        )
+        return
     started = time.monotonic()
     ticker = _Ticker(topic)
     with open_data_dir(ctx, data_dir, "headwater topic produce") as manager:

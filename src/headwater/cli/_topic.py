@@ -2,7 +2,8 @@
 
 Every command opens the data directory itself, so none of them needs a running server; the
 directory lock makes them wait for nobody and fail at once if a server or another command holds
-it.
+it. With `--brokers HOST:PORT` (or `$HEADWATER_BROKERS`) the same commands talk to a running
+broker over the Kafka protocol instead (`headwater serve` or Apache Kafka; see `_remote`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import msgspec
 import typer
 
 from headwater.cli._common import (
+    BrokersOption,
     DataDirOption,
     error_line,
     open_data_dir,
     parse_key_values,
     plain_table,
     print_table,
+    remember_brokers,
     remember_data_dir,
     reporting_errors,
+    resolve_brokers,
 )
 from headwater.cli._consume import consume
 from headwater.cli._produce import produce
@@ -30,15 +34,20 @@ from headwater.log.manager import LogManager, TopicInfo
 
 topic_app = typer.Typer(
     name="topic",
-    help="Create, inspect, produce to and consume from topics in a data directory.",
+    help="Create, inspect, produce to and consume from topics in a data directory or on brokers.",
     no_args_is_help=True,
 )
 
 
 @topic_app.callback()
-def _topic_group(ctx: typer.Context, data_dir: DataDirOption = None) -> None:
-    """Create, inspect, produce to and consume from topics in a data directory (no server)."""
+def _topic_group(
+    ctx: typer.Context, data_dir: DataDirOption = None, brokers: BrokersOption = None
+) -> None:
+    """Create, inspect, produce to and consume from topics in a data directory (no server), or
+    on running brokers with --brokers.
+    """
     remember_data_dir(ctx, data_dir)
+    remember_brokers(ctx, brokers)
 
 
 class OutputFormat(enum.StrEnum):
@@ -80,11 +89,33 @@ def create(
             help="Topic config override, e.g. -c cleanup.policy=compact (repeatable).",
         ),
     ] = None,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(
+            "--replicas",
+            "-r",
+            min=1,
+            help="Replication factor (brokers only; a data directory has exactly one copy).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
+    brokers: BrokersOption = None,
 ) -> None:
     """Create topics; an existing one is an error, the others are still created."""
     with reporting_errors():
         configs = parse_key_values(config, "config")
+    remote = resolve_brokers(ctx, brokers)
+    if remote is not None:
+        from headwater.cli import _remote
+
+        _remote.create_topics(remote, names, partitions, replication_factor or 1, configs)
+        return
+    if replication_factor not in (None, 1):
+        raise typer.BadParameter(
+            "a data directory keeps one copy: the replication factor must be 1",
+            param_hint="'--replicas'",
+        )
     failed = False
     with open_data_dir(ctx, data_dir, _owner("create"), create=True) as manager:
         for name in names:
@@ -105,8 +136,15 @@ def delete(
     ctx: typer.Context,
     names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Topics to delete.")],
     data_dir: DataDirOption = None,
+    brokers: BrokersOption = None,
 ) -> None:
     """Delete topics and all their records; an unknown one is an error, the others still go."""
+    remote = resolve_brokers(ctx, brokers)
+    if remote is not None:
+        from headwater.cli import _remote
+
+        _remote.delete_topics(remote, names)
+        return
     failed = False
     with open_data_dir(ctx, data_dir, _owner("delete")) as manager:
         for name in names:
@@ -129,8 +167,13 @@ def list_topics(
     ctx: typer.Context,
     output: FormatOption = OutputFormat.TABLE,
     data_dir: DataDirOption = None,
+    brokers: BrokersOption = None,
 ) -> None:
     """List topics with their partition counts and cleanup policies."""
+    remote = resolve_brokers(ctx, brokers)
+    if remote is not None:
+        _list_remote(remote, output)
+        return
     with open_data_dir(ctx, data_dir, _owner("list")) as manager:
         topics = manager.topics()
     if output is OutputFormat.JSON:
@@ -149,6 +192,29 @@ def list_topics(
     table = plain_table("NAME", "PARTITIONS", "CLEANUP-POLICY")
     for info in topics:
         table.add_row(info.name, str(info.partition_count), info.config.cleanup_policy)
+    print_table(table)
+
+
+def _list_remote(brokers: str, output: OutputFormat) -> None:
+    from headwater.cli import _remote
+
+    topics = _remote.list_topics(brokers)
+    if output is OutputFormat.JSON:
+        _write_json(
+            [
+                {
+                    "name": topic.name,
+                    "topic_id": topic.topic_id,
+                    "partitions": topic.partitions,
+                    "cleanup_policy": topic.cleanup_policy,
+                }
+                for topic in topics
+            ]
+        )
+        return
+    table = plain_table("NAME", "PARTITIONS", "CLEANUP-POLICY")
+    for topic in topics:
+        table.add_row(topic.name, str(topic.partitions), topic.cleanup_policy)
     print_table(table)
 
 
@@ -178,8 +244,13 @@ def describe(
     name: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic to describe.")],
     output: FormatOption = OutputFormat.TABLE,
     data_dir: DataDirOption = None,
+    brokers: BrokersOption = None,
 ) -> None:
     """Show a topic's id, its partitions' offsets and sizes, and every config with its source."""
+    remote = resolve_brokers(ctx, brokers)
+    if remote is not None:
+        _describe_remote(remote, name, output)
+        return
     with open_data_dir(ctx, data_dir, _owner("describe")) as manager:
         info = manager.topic(name)
         partitions = _partition_rows(manager, name)
@@ -218,6 +289,46 @@ def describe(
     print_table(table)
 
 
+def _describe_remote(brokers: str, name: str, output: OutputFormat) -> None:
+    """Like `describe`, from a broker: partition leaders instead of sizes (not in the protocol
+    the clients use)."""
+    from headwater.cli import _remote
+
+    details = _remote.describe_topic(brokers, name)
+    if output is OutputFormat.JSON:
+        _write_json(
+            {
+                "name": details.name,
+                "topic_id": details.topic_id,
+                "partitions": details.partitions,
+                "configs": details.configs,
+            }
+        )
+        return
+    summary = plain_table("SUMMARY", "")
+    summary.show_header = False
+    summary.add_row("NAME", details.name)
+    summary.add_row("TOPIC-ID", details.topic_id)
+    summary.add_row("PARTITIONS", str(len(details.partitions)))
+    typer.echo("SUMMARY\n=======")
+    print_table(summary)
+    typer.echo("\nPARTITIONS\n==========")
+    table = plain_table("PARTITION", "LEADER", "LOG-START-OFFSET", "HIGH-WATERMARK")
+    for row in details.partitions:
+        table.add_row(
+            str(row["partition"]),
+            str(row["leader"]),
+            str(row["log_start_offset"]),
+            str(row["high_watermark"]),
+        )
+    print_table(table)
+    typer.echo("\nCONFIGS\n=======")
+    table = plain_table("KEY", "VALUE", "SOURCE")
+    for config in details.configs:
+        table.add_row(config["name"], config["value"], config["source"])
+    print_table(table)
+
+
 # --- changes -------------------------------------------------------------------------------
 
 
@@ -236,6 +347,7 @@ def alter_config(
         ),
     ] = None,
     data_dir: DataDirOption = None,
+    brokers: BrokersOption = None,
 ) -> None:
     """Set or restore topic configs; every change is validated before any is applied."""
     if not set_ and not delete_:
@@ -246,6 +358,12 @@ def alter_config(
             if key in changes:
                 raise ConfigError(f"config {key!r} is both set and deleted")
             changes[key] = None
+    remote = resolve_brokers(ctx, brokers)
+    if remote is not None:
+        from headwater.cli import _remote
+
+        _remote.alter_config(remote, name, changes)
+        return
     with open_data_dir(ctx, data_dir, _owner("alter-config")) as manager:
         info = manager.alter_topic_config(name, changes)
     for key, value in changes.items():
@@ -263,8 +381,15 @@ def add_partitions(
         int, typer.Option("--num", "-n", min=1, help="How many partitions to ADD (not the total).")
     ],
     data_dir: DataDirOption = None,
+    brokers: BrokersOption = None,
 ) -> None:
     """Add partitions to a topic (Kafka never removes them; keyed records may move)."""
+    remote = resolve_brokers(ctx, brokers)
+    if remote is not None:
+        from headwater.cli import _remote
+
+        _remote.add_partitions(remote, name, num)
+        return
     with open_data_dir(ctx, data_dir, _owner("add-partitions")) as manager:
         current = manager.topic(name).partition_count
         info = manager.create_partitions(name, current + num)
