@@ -164,11 +164,14 @@ class OffsetIndex:
             return self.base_offset, 0
         return self.base_offset + self._offsets[slot], self._positions[slot]
 
-    def position_at_or_below(self, position: int) -> int:
-        """The greatest indexed batch position <= `position` (0 if none): a batch boundary."""
+    def entry_at_or_below_position(self, position: int) -> tuple[int, int]:
+        """The indexed batch with the greatest position <= `position`, as (offset, position);
+        (base, 0) if none. Its position is a batch boundary."""
         self._ensure_loaded()
         slot = bisect_right(self._positions, position) - 1
-        return self._positions[slot] if slot >= 0 else 0
+        if slot < 0:
+            return self.base_offset, 0
+        return self.base_offset + self._offsets[slot], self._positions[slot]
 
     def last(self) -> tuple[int, int]:
         self._ensure_loaded()

@@ -85,6 +85,9 @@ class ReadResult:
     high_watermark: int
     log_start_offset: int
     log_end_offset: int
+    # The offset of the first batch after these bytes when known without reading them (the
+    # range ended on an indexed boundary or at the high watermark); -1 otherwise.
+    next_offset: int = -1
 
     def read_bytes(self) -> bytes:
         if self.segment is None or self.size == 0:
@@ -376,12 +379,19 @@ class PartitionLog:
             if header is None:
                 continue  # a gap left by compaction, or the end of this segment
             length = min(max(max_bytes, header.size_bytes), end_position - position)
+            next_offset = upper if end_position < size else -1
             if position + length < end_position:
                 # End on a batch boundary the index knows, if one lies past the first batch.
-                boundary = segment.offset_index.position_at_or_below(position + length)
+                next_offset = -1
+                boundary_offset, boundary = segment.offset_index.entry_at_or_below_position(
+                    position + length
+                )
                 if boundary >= position + header.size_bytes:
                     length = boundary - position
-            return ReadResult(segment, position, length, high_watermark, log_start, log_end)
+                    next_offset = boundary_offset
+            return ReadResult(
+                segment, position, length, high_watermark, log_start, log_end, next_offset
+            )
         return empty
 
     def read_records(self, offset: int, max_bytes: int = 1024 * 1024) -> RecordsResult:
