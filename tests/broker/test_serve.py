@@ -63,3 +63,31 @@ def test_produce_acks_all_then_consume_by_assignment(headwater_broker: ServedBro
         assert (low, high) == (0, len(offsets))
     assert values == {b"value-%d" % number for number in range(300)}
     consumer.close()
+
+
+def test_large_fetches_are_sent_by_sendfile(headwater_broker: ServedBroker) -> None:
+    """Record bytes go from the segment file to the socket without passing through Python."""
+    import re
+
+    producer = Producer(_config(headwater_broker, **{"linger.ms": 20, "batch.size": 1_000_000}))
+    value = bytes(range(256)) * 4
+    for _ in range(3000):
+        producer.produce("bulk", value)
+    assert producer.flush(15) == 0
+    consumer = Consumer(
+        _config(headwater_broker, **{"group.id": "unused", "enable.auto.commit": False})
+    )
+    consumer.assign([TopicPartition("bulk", 0, 0)])
+    received = 0
+    deadline = time.monotonic() + 20
+    while received < 3000 and time.monotonic() < deadline:
+        for message in consumer.consume(1000, 0.5):
+            assert message.error() is None
+            assert message.value() == value
+            received += 1
+    consumer.close()
+    assert received == 3000
+    assert headwater_broker.stop() == 0
+    sent = re.search(r"(\d+) record bytes sent by sendfile", headwater_broker.log_tail())
+    assert sent is not None, headwater_broker.log_tail()
+    assert int(sent.group(1)) > 1_000_000

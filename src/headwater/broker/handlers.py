@@ -14,9 +14,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from headwater.broker.config import BrokerConfig
+from headwater.broker.zero_copy import ZERO_COPY_BYTES_MIN, FileRegion
 from headwater.errors import (
     HeadwaterError,
     OffsetOutOfRangeError,
@@ -325,14 +326,20 @@ class Handlers:
                     data.error_code = _error_code(error)
                     data.records = b""
                     continue
-                records = result.read_bytes() if (budget > 0 or total == 0) else b""
+                records: bytes | FileRegion = b""
+                if (budget > 0 or total == 0) and result.segment is not None and result.size:
+                    if result.size >= ZERO_COPY_BYTES_MIN:
+                        records = FileRegion(result.segment.fileno, result.position, result.size)
+                    else:
+                        records = result.read_bytes()
                 total += len(records)
                 budget -= len(records)
                 data.high_watermark = result.high_watermark
                 data.last_stable_offset = result.high_watermark
                 data.log_start_offset = result.log_start_offset
                 data.aborted_transactions = [] if body.isolation_level == 1 else None
-                data.records = records
+                # A FileRegion stands in for the bytes: the connection sends it by sendfile.
+                data.records = cast(bytes, records)
             responses.append(
                 m.FetchResponseFetchableTopicResponse(topic=topic.topic, partitions=partitions)
             )
