@@ -1,4 +1,8 @@
-"""Broker throughput and latency with librdkafka (confluent-kafka), Headwater beside Apache Kafka.
+"""Broker throughput and latency with librdkafka, Headwater beside Apache Kafka.
+
+kcat (librdkafka in C) drives the throughput figures that measure the brokers; confluent-kafka
+(librdkafka under a Python loop) gives the same figures as an application sees them, and the
+end-to-end latency.
 
 Not a test: it prints numbers. Each case runs against a fresh `headwater serve` and a fresh
 Apache Kafka (KRaft, jars from scripts/fetch-kafka.sh) on this machine, in the same run, beside
@@ -15,6 +19,7 @@ import multiprocessing
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -206,8 +211,86 @@ def _file_write(size: int) -> float:
         return time.perf_counter() - start
 
 
+def _kcat(
+    bootstrap: str, topic: str, value_bytes: int, count: int, acks: str
+) -> tuple[float, float]:
+    """Produce `count` records with kcat (librdkafka, C), then consume them; seconds each."""
+    with tempfile.NamedTemporaryFile() as lines:
+        line = (b"x" * (value_bytes - 1)) + b"\n"  # kcat sends each line without its newline
+        lines.write(line * count)
+        lines.flush()
+        lines.seek(0)
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                "kcat",
+                "-P",
+                "-b",
+                bootstrap,
+                "-t",
+                topic,
+                "-p",
+                "0",
+                "-X",
+                f"acks={acks}",
+                "-X",
+                "linger.ms=20",
+                "-X",
+                "batch.size=1000000",
+                "-X",
+                "batch.num.messages=100000",
+                "-X",
+                "queue.buffering.max.kbytes=2000000",
+                "-X",
+                "enable.idempotence=false",
+            ],
+            stdin=lines,
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        produced = time.perf_counter() - start
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            "kcat",
+            "-C",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-p",
+            "0",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-c",
+            str(count),
+            "-X",
+            "fetch.max.bytes=52428800",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    return produced, time.perf_counter() - start
+
+
 def _run(name: str, bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
     results: dict[str, float] = {}
+    for value_bytes in (100, 1024):
+        count = args.kcat_records if value_bytes == 100 else args.kcat_records // 4
+        for acks in ("1", "all"):
+            topic = f"kcat-{value_bytes}-{acks}"
+            _create(bootstrap, topic)
+            produced, consumed = _kcat(bootstrap, topic, value_bytes, count, acks)
+            results[f"kcat produce {value_bytes} B acks={acks} rec/s"] = count / produced
+            results[f"kcat produce {value_bytes} B acks={acks} MB/s"] = (
+                count * value_bytes / produced / 1e6
+            )
+            if acks == "1":
+                results[f"kcat consume {value_bytes} B rec/s"] = count / consumed
+                results[f"kcat consume {value_bytes} B MB/s"] = count * value_bytes / consumed / 1e6
     for value_bytes in (100, 1024):
         count = args.records if value_bytes == 100 else args.records // 4
         value = os.urandom(value_bytes)
@@ -237,6 +320,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--rate", type=int, default=20_000, help="records/s for the latency run")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--kcat-records", type=int, default=1_000_000)
     parser.add_argument("--skip-kafka", action="store_true")
     args = parser.parse_args()
     size = args.records * 100
