@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ServedBroker, start_broker
+from broker_process import ServedBroker, start_broker
 
 from headwater.broker.handlers import SUPPORTED_VERSIONS
 from headwater.log.record_batch import NewRecord, encode_batch

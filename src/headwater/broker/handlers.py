@@ -19,11 +19,14 @@ from typing import Any, cast
 from headwater.broker.config import BrokerConfig
 from headwater.broker.zero_copy import ZERO_COPY_BYTES_MIN, FileRegion
 from headwater.errors import (
+    ConfigError,
     HeadwaterError,
+    InvalidPartitionsError,
     OffsetOutOfRangeError,
     UnknownTopicOrPartitionError,
 )
-from headwater.log.manager import LogManager
+from headwater.log.config import TopicConfig
+from headwater.log.manager import LogManager, validate_topic_name
 from headwater.log.partition_log import PartitionLog
 from headwater.protocol import messages as m
 from headwater.protocol.connection import Request
@@ -407,14 +410,9 @@ class Handlers:
                 continue
             try:
                 if body.validate_only:
-                    from headwater.log.config import TopicConfig
-                    from headwater.log.manager import validate_topic_name
-
                     validate_topic_name(topic.name)
                     TopicConfig.from_overrides(configs)
                     if partitions < 1:
-                        from headwater.errors import InvalidPartitionsError
-
                         raise InvalidPartitionsError(
                             f"partition count {partitions} is not positive"
                         )
@@ -467,8 +465,6 @@ class Handlers:
                 if body.validate_only:
                     current = self.manager.topic(topic.name).partition_count
                     if topic.count <= current:
-                        from headwater.errors import InvalidPartitionsError
-
                         raise InvalidPartitionsError(
                             f"topic {topic.name!r} has {current} partitions; cannot go to {topic.count}"
                         )
@@ -581,8 +577,6 @@ class Handlers:
                     elif config.config_operation == 1:  # DELETE
                         changes[config.name] = None
                     else:  # APPEND / SUBTRACT apply to list configs, which topics here have none of
-                        from headwater.errors import ConfigError
-
                         raise ConfigError(
                             f"operation {config.config_operation} is not valid for {config.name!r}"
                         )
@@ -594,8 +588,6 @@ class Handlers:
 
     def _check_topic_resource(self, resource_type: int) -> None:
         if resource_type != TOPIC_RESOURCE:
-            from headwater.errors import ConfigError
-
             raise ConfigError(f"only topic configs can be altered (resource type {resource_type})")
 
     def _alter(self, topic: str, changes: dict[str, str | None], validate_only: bool) -> None:

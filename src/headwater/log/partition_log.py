@@ -36,7 +36,6 @@ from headwater.log.record_batch import (
     LOG_OVERHEAD,
     NewRecord,
     Record,
-    TimestampType,
     decode_records,
     encode_batch,
     iter_batches,
@@ -638,4 +637,4 @@ class PartitionLog:
         return f"PartitionLog({self.name}, start={self._log_start_offset}, end={self._next_offset})"
 
 
-__all__ = ["AppendResult", "PartitionLog", "ReadResult", "RecordsResult", "TimestampType", "now_ms"]
+__all__ = ["AppendResult", "PartitionLog", "ReadResult", "RecordsResult", "now_ms"]
