@@ -102,21 +102,42 @@ class _IndexFile:
             os.unlink(self.path)
 
 
-class OffsetIndex:
-    """Maps a relative offset to the file position of the batch that starts there."""
+class _SparseIndex:
+    """What both indexes share: a base offset, a backing file, and a lazily loaded flag."""
 
-    __slots__ = ("_file", "_loaded", "_offsets", "_positions", "base_offset")
+    __slots__ = ("_file", "_loaded", "base_offset")
 
     def __init__(self, path: str, base_offset: int, *, loaded: bool) -> None:
         self.base_offset = base_offset
         self._file = _IndexFile(path)
-        self._offsets = array("q")
-        self._positions = array("q")
         self._loaded = loaded
 
     @property
     def path(self) -> str:
         return self._file.path
+
+    def _ensure_loaded(self) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def delete(self) -> None:
+        self._file.delete()
+
+
+class OffsetIndex(_SparseIndex):
+    """Maps a relative offset to the file position of the batch that starts there."""
+
+    __slots__ = ("_offsets", "_positions")
+
+    def __init__(self, path: str, base_offset: int, *, loaded: bool) -> None:
+        super().__init__(path, base_offset, loaded=loaded)
+        self._offsets = array("q")
+        self._positions = array("q")
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
@@ -206,31 +227,16 @@ class OffsetIndex:
         self._ensure_loaded()
         return len(self._offsets)
 
-    def flush(self) -> None:
-        self._file.flush()
 
-    def close(self) -> None:
-        self._file.close()
-
-    def delete(self) -> None:
-        self._file.delete()
-
-
-class TimeIndex:
+class TimeIndex(_SparseIndex):
     """Maps a segment's running maximum timestamp to the last offset of the batch reaching it."""
 
-    __slots__ = ("_file", "_loaded", "_offsets", "_timestamps", "base_offset")
+    __slots__ = ("_offsets", "_timestamps")
 
     def __init__(self, path: str, base_offset: int, *, loaded: bool) -> None:
-        self.base_offset = base_offset
-        self._file = _IndexFile(path)
+        super().__init__(path, base_offset, loaded=loaded)
         self._timestamps = array("q")
         self._offsets = array("q")
-        self._loaded = loaded
-
-    @property
-    def path(self) -> str:
-        return self._file.path
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
@@ -313,15 +319,6 @@ class TimeIndex:
     def __len__(self) -> int:
         self._ensure_loaded()
         return len(self._offsets)
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def delete(self) -> None:
-        self._file.delete()
 
 
 __all__ = ["OffsetIndex", "TimeIndex"]
