@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from headwater.broker.config import BrokerConfig
+from headwater.broker.group_handlers import OFFSETS_TOPIC, GroupHandlers
 from headwater.broker.zero_copy import ZERO_COPY_BYTES_MIN, FileRegion
 from headwater.errors import (
     ConfigError,
@@ -106,6 +107,10 @@ class Handlers:
             44: self.incremental_alter_configs,
             60: self.describe_cluster,
         }
+        # Consumer groups and committed offsets: a plain state machine behind async glue.
+        self.groups = GroupHandlers(config, manager, port=lambda: self.advertised_port)
+        self._table.update(self.groups.table)
+        self.supported_versions = {**SUPPORTED_VERSIONS, **self.groups.supported_versions}
 
     async def handle(self, request: Request) -> Reply:
         if request.body is None:  # only ApiVersions gets here unsupported
@@ -113,6 +118,7 @@ class Handlers:
         return await self._table[request.api_key](request)
 
     async def close(self) -> None:
+        await self.groups.close()
         if self._pending_flushes:
             await asyncio.gather(*self._pending_flushes, return_exceptions=True)
 
@@ -182,7 +188,7 @@ class Handlers:
             error_code=NONE,
             name=name,
             topic_id=info.topic_id,
-            is_internal=False,
+            is_internal=name == OFFSETS_TOPIC,
             partitions=[
                 m.MetadataResponseMetadataResponsePartition(
                     error_code=NONE,

@@ -1,0 +1,477 @@
+"""The classic group protocol state machine, driven by hand with a fake clock."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from headwater.coordinator.group import (
+    FENCED_INSTANCE_ID,
+    GROUP_MAX_SIZE_REACHED,
+    ILLEGAL_GENERATION,
+    INCONSISTENT_GROUP_PROTOCOL,
+    INVALID_SESSION_TIMEOUT,
+    MEMBER_ID_REQUIRED,
+    NONE,
+    OFFSET_METADATA_TOO_LARGE,
+    REBALANCE_IN_PROGRESS,
+    UNKNOWN_MEMBER_ID,
+    Completion,
+    CoordinatorConfig,
+    GroupCoordinator,
+    GroupState,
+    JoinResult,
+    SyncResult,
+)
+
+SESSION = 10_000
+REBALANCE = 30_000
+GROUP = "g"
+
+
+class Harness:
+    """A coordinator, a clock, and the answers delivered so far by token."""
+
+    def __init__(self, **config: Any) -> None:
+        self.now = 1_000_000
+        self.coordinator = GroupCoordinator(CoordinatorConfig(**config))
+        self.answers: dict[int, JoinResult | SyncResult] = {}
+        self._tokens = itertools.count(1)
+
+    def _take(self, completions: list[Completion]) -> None:
+        for token, result in completions:
+            assert token not in self.answers, f"token {token} answered twice"
+            self.answers[token] = result
+
+    def join(
+        self,
+        member_id: str = "",
+        *,
+        instance: str | None = None,
+        protocols: list[tuple[str, bytes]] | None = None,
+        known_required: bool = True,
+        session: int = SESSION,
+    ) -> int:
+        token = next(self._tokens)
+        self._take(
+            self.coordinator.join(
+                token,
+                self.now,
+                group_id=GROUP,
+                member_id=member_id,
+                group_instance_id=instance,
+                client_id="client",
+                client_host="",
+                session_timeout_ms=session,
+                rebalance_timeout_ms=REBALANCE,
+                protocol_type="consumer",
+                protocols=protocols or [("range", b"m")],
+                require_known_member_id=known_required,
+            )
+        )
+        return token
+
+    def join_new(self, **kwargs: Any) -> int:
+        """A v4+ first join: MEMBER_ID_REQUIRED, then the join with the given id."""
+        first = self.join(**kwargs)
+        result = self.join_result(first)
+        assert result.error_code == MEMBER_ID_REQUIRED
+        return self.join(result.member_id, **kwargs)
+
+    def join_result(self, token: int) -> JoinResult:
+        result = self.answers[token]
+        assert isinstance(result, JoinResult)
+        return result
+
+    def sync(
+        self,
+        member_id: str,
+        generation: int,
+        assignments: dict[str, bytes] | None = None,
+        instance: str | None = None,
+    ) -> int:
+        token = next(self._tokens)
+        self._take(
+            self.coordinator.sync(
+                token,
+                self.now,
+                group_id=GROUP,
+                generation_id=generation,
+                member_id=member_id,
+                group_instance_id=instance,
+                protocol_type="consumer",
+                protocol_name=None,
+                assignments=list((assignments or {}).items()),
+            )
+        )
+        return token
+
+    def sync_result(self, token: int) -> SyncResult:
+        result = self.answers[token]
+        assert isinstance(result, SyncResult)
+        return result
+
+    def heartbeat(self, member_id: str, generation: int, instance: str | None = None) -> int:
+        return self.coordinator.heartbeat(
+            self.now,
+            group_id=GROUP,
+            generation_id=generation,
+            member_id=member_id,
+            group_instance_id=instance,
+        )
+
+    def leave(self, *members: tuple[str, str | None]) -> list[int]:
+        errors, completions = self.coordinator.leave(self.now, group_id=GROUP, members=members)
+        self._take(completions)
+        return errors
+
+    def tick(self, advance_ms: int) -> None:
+        self.now += advance_ms
+        self._take(self.coordinator.tick(self.now))
+
+    def state(self) -> GroupState:
+        return self.coordinator.groups[GROUP].state
+
+    def commit(self, member_id: str, generation: int, offset: int, **kwargs: Any) -> int:
+        errors = self.coordinator.commit_offsets(
+            self.now,
+            group_id=GROUP,
+            generation_id=generation,
+            member_id=member_id,
+            group_instance_id=kwargs.get("instance"),
+            offsets=[("t", 0, offset, -1, kwargs.get("metadata", "meta"))],
+        )
+        return errors[0]
+
+
+def stable_pair(h: Harness) -> tuple[str, str, int]:
+    """Two members in a Stable generation: (leader, follower, generation)."""
+    a = h.join_new()
+    leader = h.join_result(a).member_id
+    h.sync(leader, h.join_result(a).generation_id, {leader: b"all"})
+    b = h.join_new()
+    assert b not in h.answers  # waits for the leader to rejoin
+    assert h.heartbeat(leader, 1) == REBALANCE_IN_PROGRESS
+    a2 = h.join(leader)
+    follower = h.join_result(b).member_id
+    generation = h.join_result(a2).generation_id
+    assert generation == 2
+    s_follower = h.sync(follower, generation)
+    assert s_follower not in h.answers
+    h.sync(leader, generation, {leader: b"L", follower: b"F"})
+    assert h.sync_result(s_follower).assignment == b"F"
+    assert h.state() is GroupState.STABLE
+    return leader, follower, generation
+
+
+# --- JoinGroup, SyncGroup ----------------------------------------------------------------------
+
+
+def test_first_join_needs_a_member_id_then_leads_generation_one() -> None:
+    h = Harness()
+    first = h.join_result(h.join())
+    assert first.error_code == MEMBER_ID_REQUIRED
+    assert first.member_id.startswith("client-")
+    result = h.join_result(h.join(first.member_id))
+    assert result.error_code == NONE
+    assert (result.generation_id, result.leader, result.member_id) == (
+        1,
+        first.member_id,
+        first.member_id,
+    )
+    assert [m.member_id for m in result.members] == [first.member_id]
+    assert result.protocol_name == "range"
+    assert h.state() is GroupState.COMPLETING_REBALANCE
+    sync = h.sync_result(h.sync(first.member_id, 1, {first.member_id: b"x"}))
+    assert (sync.error_code, sync.assignment, sync.protocol_name) == (NONE, b"x", "range")
+    assert h.state() is GroupState.STABLE
+
+
+def test_old_clients_join_without_member_id_round_trip() -> None:
+    h = Harness()
+    result = h.join_result(h.join(known_required=False))
+    assert result.error_code == NONE and result.generation_id == 1
+
+
+def test_second_member_triggers_a_rebalance_and_followers_get_assignments() -> None:
+    h = Harness()
+    leader, follower, generation = stable_pair(h)
+    assert h.heartbeat(leader, generation) == NONE
+    assert h.heartbeat(follower, generation) == NONE
+    assert h.heartbeat(follower, generation - 1) == ILLEGAL_GENERATION
+    assert h.heartbeat("nobody", generation) == UNKNOWN_MEMBER_ID
+
+
+def test_sync_errors() -> None:
+    h = Harness()
+    _, follower, generation = stable_pair(h)
+    assert h.sync_result(h.sync("nobody", generation)).error_code == UNKNOWN_MEMBER_ID
+    assert h.sync_result(h.sync(follower, generation + 5)).error_code == ILLEGAL_GENERATION
+    # Stable: the current assignment again.
+    assert h.sync_result(h.sync(follower, generation)).assignment == b"F"
+    h.join_new()  # a third member: rebalance pending
+    assert h.sync_result(h.sync(follower, generation)).error_code == REBALANCE_IN_PROGRESS
+
+
+def test_protocol_selection_by_votes() -> None:
+    h = Harness()
+    a = h.join_new(protocols=[("range", b"ra"), ("sticky", b"sa")])
+    leader = h.join_result(a).member_id
+    h.sync(leader, 1)
+    b = h.join_new(protocols=[("sticky", b"sb"), ("range", b"rb")])
+    c = h.join_new(protocols=[("sticky", b"sc")])
+    rejoin = h.join(leader, protocols=[("range", b"ra"), ("sticky", b"sa")])
+    answers = [h.join_result(t) for t in (b, c, rejoin)]
+    assert {r.protocol_name for r in answers} == {"sticky"}
+    leader_answer = h.join_result(rejoin)
+    assert {m.metadata for m in leader_answer.members} == {b"sa", b"sb", b"sc"}
+
+
+def test_inconsistent_protocols_and_bad_session_timeouts_are_refused() -> None:
+    h = Harness()
+    a = h.join_new(protocols=[("range", b"")])
+    h.sync(h.join_result(a).member_id, 1)
+    assert (
+        h.join_result(h.join(protocols=[("other", b"")])).error_code == INCONSISTENT_GROUP_PROTOCOL
+    )
+    assert h.join_result(h.join(session=10)).error_code == INVALID_SESSION_TIMEOUT
+    assert h.join_result(h.join("made-up")).error_code == UNKNOWN_MEMBER_ID
+
+
+def test_group_size_is_bounded() -> None:
+    h = Harness(group_members_max=2)
+    h.join_new()
+    h.join()  # a pending member counts too
+    assert h.join_result(h.join()).error_code == GROUP_MAX_SIZE_REACHED
+
+
+def test_rebalance_timeout_drops_members_that_did_not_rejoin() -> None:
+    h = Harness()
+    leader, follower, _ = stable_pair(h)
+    c = h.join_new()
+    h.join(leader)
+    # The follower neither heartbeats nor rejoins; its session runs out first and the
+    # rebalance completes without it.
+    h.tick(SESSION + 1)
+    result = h.join_result(c)
+    assert result.error_code == NONE and result.generation_id == 3
+    group = h.coordinator.groups[GROUP]
+    assert follower not in group.members and set(group.members) == {leader, result.member_id}
+
+
+def test_rebalance_completes_at_its_deadline_even_with_live_laggards() -> None:
+    h = Harness()
+    leader, follower, _ = stable_pair(h)
+    c = h.join_new()
+    h.join(leader)
+    for _ in range(REBALANCE // 1000):
+        h.tick(1000)
+        h.heartbeat(follower, 2)  # alive, but never rejoins
+    h.tick(1000)
+    assert h.join_result(c).generation_id == 3
+    assert follower not in h.coordinator.groups[GROUP].members
+
+
+def test_initial_rebalance_delay_gathers_members() -> None:
+    h = Harness(initial_rebalance_delay_ms=3000)
+    a = h.join_new()
+    assert a not in h.answers
+    h.tick(1000)
+    b = h.join_new()
+    h.tick(2500)
+    assert a not in h.answers  # extended by the second member
+    h.tick(600)
+    assert h.join_result(a).generation_id == h.join_result(b).generation_id == 1
+
+
+# --- sessions, leaving ---------------------------------------------------------------------------
+
+
+def test_session_expiry_removes_the_member_and_rebalances() -> None:
+    h = Harness()
+    leader, follower, generation = stable_pair(h)
+    h.tick(SESSION // 2)
+    assert h.heartbeat(leader, generation) == NONE
+    h.tick(SESSION // 2 + 1)  # the follower is gone, the leader is not
+    assert h.state() is GroupState.PREPARING_REBALANCE
+    assert h.heartbeat(follower, generation) == UNKNOWN_MEMBER_ID
+    assert h.heartbeat(leader, generation) == REBALANCE_IN_PROGRESS
+    rejoin = h.join_result(h.join(leader))
+    assert rejoin.generation_id == generation + 1 and [m.member_id for m in rejoin.members] == [
+        leader
+    ]
+
+
+def test_everyone_expiring_empties_the_group() -> None:
+    h = Harness()
+    stable_pair(h)
+    h.tick(SESSION + 1)
+    assert h.state() is GroupState.EMPTY
+
+
+def test_pending_member_ids_expire() -> None:
+    h = Harness()
+    h.join()
+    h.tick(SESSION + 1)
+    assert not h.coordinator.groups[GROUP].pending_members
+
+
+def test_leave_rebalances_and_batch_leave_reports_each_member() -> None:
+    h = Harness()
+    leader, follower, generation = stable_pair(h)
+    assert h.leave((follower, None), ("nobody", None)) == [NONE, UNKNOWN_MEMBER_ID]
+    assert h.state() is GroupState.PREPARING_REBALANCE
+    assert h.join_result(h.join(leader)).generation_id == generation + 1
+    assert h.leave((leader, None)) == [NONE]
+    assert h.state() is GroupState.EMPTY  # nobody left to wait for
+
+
+def test_leave_during_completing_rebalance_fails_waiting_syncs() -> None:
+    h = Harness()
+    a = h.join_new()
+    leader = h.join_result(a).member_id
+    h.sync(leader, 1)
+    b = h.join_new()
+    h.join(leader)
+    follower = h.join_result(b).member_id
+    waiting = h.sync(follower, 2)
+    h.leave((leader, None))
+    assert h.sync_result(waiting).error_code == REBALANCE_IN_PROGRESS
+
+
+# --- static membership ---------------------------------------------------------------------------
+
+
+def test_static_member_rejoin_replaces_without_a_rebalance() -> None:
+    h = Harness()
+    a = h.join(instance="i-1")  # static members get their id at once
+    first = h.join_result(a)
+    assert first.error_code == NONE
+    h.sync(first.member_id, 1, {first.member_id: b"mine"})
+    rejoin = h.join_result(h.join(instance="i-1"))
+    assert rejoin.error_code == NONE and rejoin.generation_id == 1
+    assert rejoin.member_id != first.member_id and rejoin.leader == rejoin.member_id
+    assert rejoin.skip_assignment
+    assert h.state() is GroupState.STABLE
+    assert h.sync_result(h.sync(rejoin.member_id, 1, instance="i-1")).assignment == b"mine"
+    # The old incarnation is fenced.
+    assert h.heartbeat(first.member_id, 1, instance="i-1") == FENCED_INSTANCE_ID
+    assert h.join_result(h.join(first.member_id, instance="i-1")).error_code == FENCED_INSTANCE_ID
+
+
+def test_static_member_with_new_protocols_rebalances() -> None:
+    h = Harness()
+    first = h.join_result(h.join(instance="i-1"))
+    h.sync(first.member_id, 1)
+    t = h.join(instance="i-1", protocols=[("range", b"changed")])
+    assert h.join_result(t).generation_id == 2
+
+
+def test_static_leave_by_instance_id() -> None:
+    h = Harness()
+    first = h.join_result(h.join(instance="i-1"))
+    h.sync(first.member_id, 1)
+    assert h.leave(("other-id", "i-1")) == [FENCED_INSTANCE_ID]
+    assert h.leave(("", "i-1")) == [NONE]
+    h.tick(0)
+    assert h.state() is GroupState.EMPTY
+
+
+# --- offsets --------------------------------------------------------------------------------------
+
+
+def test_commit_rules() -> None:
+    h = Harness()
+    # A group nobody joined: simple commits only.
+    assert h.commit("", 3, 5) == ILLEGAL_GENERATION
+    assert h.commit("", -1, 5) == NONE
+    leader, follower, generation = stable_pair(h)
+    assert h.commit("", -1, 6) == UNKNOWN_MEMBER_ID  # the group has members now
+    assert h.commit("nobody", generation, 6) == UNKNOWN_MEMBER_ID
+    assert h.commit(follower, generation - 1, 6) == ILLEGAL_GENERATION
+    assert h.commit(follower, generation, 7) == NONE
+    assert h.commit(follower, generation, 8, metadata="x" * 5000) == OFFSET_METADATA_TOO_LARGE
+    # During PreparingRebalance the previous generation may still commit (Kafka allows it).
+    c = h.join_new()
+    assert h.commit(leader, generation, 9) == NONE
+    h.join(leader)
+    h.join(follower)
+    assert h.join_result(c).generation_id == generation + 1
+    assert h.commit(leader, generation + 1, 10) == 27  # CompletingRebalance
+    [(topic, partition, entry)] = h.coordinator.fetch_offsets(GROUP, None)
+    assert (topic, partition) == ("t", 0)
+    assert entry is not None and (entry.offset, entry.metadata) == (9, "meta")
+    [(_, _, missing)] = h.coordinator.fetch_offsets(GROUP, [("t", 1)])
+    assert missing is None
+
+
+def test_records_rebuild_offsets_and_groups() -> None:
+    h = Harness()
+    leader, follower, generation = stable_pair(h)
+    assert h.commit(leader, generation, 42, metadata="m") == NONE
+    records = h.coordinator.drain_records()
+    assert records and not h.coordinator.drain_records()
+    restored = GroupCoordinator()
+    for key, value in records:
+        restored.replay(key, value, h.now)
+    group = restored.groups[GROUP]
+    assert group.state is GroupState.STABLE and group.generation_id == generation
+    assert set(group.members) == {leader, follower} and group.leader == leader
+    assert group.members[follower].assignment == b"F"
+    [(_, _, entry)] = restored.fetch_offsets(GROUP, [("t", 0)])
+    assert entry is not None and entry.offset == 42
+    # Members carry on heartbeating after the restore...
+    assert (
+        restored.heartbeat(
+            h.now,
+            group_id=GROUP,
+            generation_id=generation,
+            member_id=follower,
+            group_instance_id=None,
+        )
+        == NONE
+    )
+    # ...and the ones that do not, expire.
+    later = h.now + SESSION // 2
+    assert restored.tick(later) == []
+    assert (
+        restored.heartbeat(
+            later,
+            group_id=GROUP,
+            generation_id=generation,
+            member_id=follower,
+            group_instance_id=None,
+        )
+        == NONE
+    )
+    assert restored.tick(h.now + SESSION + 1) == []
+    assert leader not in restored.groups[GROUP].members
+    assert restored.groups[GROUP].state is GroupState.PREPARING_REBALANCE
+
+
+def test_list_and_describe() -> None:
+    h = Harness()
+    leader, _, _ = stable_pair(h)
+    assert h.coordinator.list_groups() == [(GROUP, "consumer", "Stable")]
+    assert h.coordinator.list_groups(["Empty"]) == []
+    summary = h.coordinator.describe(GROUP)
+    assert summary.state == "Stable" and summary.protocol_name == "range"
+    assert {member.member_id: a for member, _, a in summary.members}[leader] == b"L"
+    assert h.coordinator.describe("unknown").state == "Dead"
+
+
+@pytest.mark.parametrize("groups_max", [1])
+def test_group_count_is_bounded(groups_max: int) -> None:
+    h = Harness(groups_max=groups_max)
+    h.join_new()
+    errors = h.coordinator.commit_offsets(
+        h.now,
+        group_id="other",
+        generation_id=-1,
+        member_id="",
+        group_instance_id=None,
+        offsets=[("t", 0, 1, -1, None)],
+    )
+    assert errors == [GROUP_MAX_SIZE_REACHED]
