@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from headwater.broker.config import BrokerConfig
 from headwater.broker.group_handlers import OFFSETS_TOPIC, GroupHandlers
+from headwater.broker.producer_ids import ProducerIdAllocator, init_producer_id
 from headwater.broker.zero_copy import ZERO_COPY_BYTES_MIN, FileRegion
 from headwater.errors import (
     ConfigError,
@@ -68,6 +69,7 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     19: (2, 7),  # CreateTopics
     20: (1, 6),  # DeleteTopics
     21: (0, 2),  # DeleteRecords
+    22: (0, 4),  # InitProducerId (idempotence; transactions are not supported yet)
     32: (1, 4),  # DescribeConfigs
     33: (0, 2),  # AlterConfigs
     37: (0, 3),  # CreatePartitions
@@ -101,12 +103,14 @@ class Handlers:
             19: self.create_topics,
             20: self.delete_topics,
             21: self.delete_records,
+            22: self.init_producer_id,
             32: self.describe_configs,
             33: self.alter_configs,
             37: self.create_partitions,
             44: self.incremental_alter_configs,
             60: self.describe_cluster,
         }
+        self.producer_ids = ProducerIdAllocator(config.data_dir)
         # Consumer groups and committed offsets: a plain state machine behind async glue.
         self.groups = GroupHandlers(config, manager, port=lambda: self.advertised_port)
         self._table.update(self.groups.table)
@@ -215,6 +219,11 @@ class Handlers:
             ],
         )
         return response, request.api_version
+
+    async def init_producer_id(self, request: Request) -> Reply:
+        return init_producer_id(
+            self.producer_ids, request.body, request.api_version
+        ), request.api_version
 
     # --- Produce ----------------------------------------------------------------------------
 

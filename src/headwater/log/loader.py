@@ -19,9 +19,11 @@ import os
 from dataclasses import dataclass, field
 
 from headwater._invariant import invariant
+from headwater.errors import CorruptRecordError
 from headwater.log._files import sync_directory
 from headwater.log.config import TopicConfig
-from headwater.log.partition_log import PartitionLog
+from headwater.log.partition_log import PRODUCER_SNAPSHOT_FILE, PartitionLog
+from headwater.log.producer_state import CorruptProducerSnapshotError, ProducerStateManager
 from headwater.log.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment
 
 _log = logging.getLogger(__name__)
@@ -149,6 +151,7 @@ def load_partition_log(
             if segment.next_offset > recovery_point or segment is segments[-1]:
                 segment.flush(indexes=True)
         sync_directory(directory)
+    producers = _load_producers(directory, segments, log_end, clean_shutdown)
     log = PartitionLog(
         directory,
         topic,
@@ -157,8 +160,43 @@ def load_partition_log(
         segments,
         log_start_offset=log_start,
         recovery_point=log_end,
+        producers=producers,
     )
     return log, report
+
+
+def _load_producers(
+    directory: str, segments: list[LogSegment], log_end: int, clean_shutdown: bool
+) -> ProducerStateManager:
+    """Idempotent producers' state: the snapshot of a clean close, else rebuilt from the
+    producer fields of the batch headers (a pass over the headers, not the records)."""
+    producers: ProducerStateManager | None = None
+    path = os.path.join(directory, PRODUCER_SNAPSHOT_FILE)
+    if clean_shutdown and os.path.exists(path):
+        try:
+            with open(path, "rb") as file:
+                producers = ProducerStateManager.restore(file.read())
+        except CorruptProducerSnapshotError as error:
+            _log.warning("rebuilding producer state of %s: %s", directory, error)
+        if producers is not None and producers.end_offset > log_end:
+            producers = None  # the snapshot saw records the log no longer has
+    if producers is None:
+        producers = ProducerStateManager()
+    start = producers.end_offset
+    for segment in segments:
+        if segment.next_offset <= start:
+            continue
+        try:
+            producers.rebuild(
+                (header, header.base_offset)
+                for _, header in segment.headers_from(0, segment.size_bytes)
+                if header.base_offset >= start
+            )
+        except CorruptRecordError as error:
+            # A damaged trusted segment is reported when read; its producers are forgotten
+            # (their next batch gets UNKNOWN_PRODUCER_ID and the client starts a new epoch).
+            _log.warning("producer state of %s skips a damaged segment: %s", directory, error)
+    return producers
 
 
 __all__ = ["RecoveryReport", "load_partition_log"]

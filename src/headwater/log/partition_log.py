@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,9 +30,10 @@ from headwater.errors import (
     RecordBatchTooLargeError,
     StorageError,
 )
-from headwater.log._files import sync_directory
+from headwater.log._files import sync_directory, write_atomically
 from headwater.log.compression import Compression
 from headwater.log.config import TopicConfig
+from headwater.log.producer_state import ProducerStateManager
 from headwater.log.record_batch import (
     LOG_OVERHEAD,
     NewRecord,
@@ -44,6 +46,9 @@ from headwater.log.record_batch import (
     verify_crc,
 )
 from headwater.log.segment import NO_TIMESTAMP, DataSyncError, LogSegment
+
+# Idempotent producers' state as of a clean close, in each partition's directory.
+PRODUCER_SNAPSHOT_FILE = "producer.snapshot"
 
 
 def now_ms() -> int:
@@ -117,8 +122,11 @@ class PartitionLog:
         *,
         log_start_offset: int,
         recovery_point: int,
+        producers: ProducerStateManager | None = None,
     ) -> None:
         invariant(bool(segments), "a partition log has at least one segment")
+        # Idempotent producers' sequences, checked and updated under `_lock` on every append.
+        self._producers = producers if producers is not None else ProducerStateManager()
         self.directory = directory
         self.topic = topic
         self.partition = partition
@@ -228,10 +236,23 @@ class PartitionLog:
             header = parse_header(view)
         with self._lock:
             self._check_writable()
+            if header.producer_id >= 0:
+                duplicate = self._producers.check(header)
+                if duplicate is not None:
+                    # A retry of a batch already in the log: answer with its offsets, as Kafka does.
+                    return AppendResult(
+                        duplicate.base_offset,
+                        duplicate.last_offset,
+                        duplicate.log_append_time,
+                        self._log_start_offset,
+                        False,
+                    )
             base_offset = self._next_offset
             segment = self._maybe_roll(size, header.last_offset_delta)
             # On failure the segment cuts its file back: the log is unchanged and readable.
             segment.append(view, header, base_offset)
+            # Every batch moves the state's end offset, so a snapshot covers the whole log.
+            self._producers.update(header, base_offset, append_time)
             last_offset = base_offset + header.last_offset_delta
             self._next_offset = last_offset + 1
             self._unflushed_messages += record_count
@@ -592,6 +613,11 @@ class PartitionLog:
                 if self._failure is None:
                     self.flush()
                     self._segments[-1].seal()
+                    # Everything is on disk: the snapshot saves the next open a rebuild.
+                    write_atomically(
+                        os.path.join(self.directory, PRODUCER_SNAPSHOT_FILE),
+                        self._producers.snapshot(),
+                    )
             finally:
                 self._closed = True
                 for segment in self._segments:
