@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from broker_process import ServedBroker, free_port, start_broker
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 pytestmark = pytest.mark.timeout(120)
@@ -311,3 +311,33 @@ def test_aiokafka_group_consumer(broker: ServedBroker) -> None:
     committed = check.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=15)
     check.close()
     assert [tp.offset for tp in committed] == [5] * PARTITIONS
+
+
+def test_admin_deletes_an_empty_group_but_not_an_active_one(broker: ServedBroker) -> None:
+    topic = "deleted"
+    create_topic(broker.bootstrap, topic)
+    produce(broker.bootstrap, topic, 12)
+    gone = Member(consumer_config(broker.bootstrap, "gone-group"), topic)
+    wait_until(lambda: len(gone.consumed) >= 12, what="the 12 records")
+    gone.close(commit=True)
+    busy = Member(consumer_config(broker.bootstrap, "busy-group"), topic)
+    try:
+        wait_until(lambda: len(busy.partitions()) == PARTITIONS, what="the busy assignment")
+        admin = AdminClient(quiet(broker.bootstrap))
+        listed = admin.list_consumer_groups().result(timeout=15)
+        assert {"gone-group", "busy-group"} <= {group.group_id for group in listed.valid}
+        admin.delete_consumer_groups(["gone-group"])["gone-group"].result(timeout=15)
+        listed = admin.list_consumer_groups().result(timeout=15)
+        names = {group.group_id for group in listed.valid}
+        assert "gone-group" not in names and "busy-group" in names
+        check = Consumer(consumer_config(broker.bootstrap, "gone-group"))
+        committed = check.committed(
+            [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=15
+        )
+        check.close()
+        assert [tp.offset for tp in committed] == [-1001] * PARTITIONS  # OFFSET_INVALID
+        with pytest.raises(KafkaException) as refused:
+            admin.delete_consumer_groups(["busy-group"])["busy-group"].result(timeout=15)
+        assert refused.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
+    finally:
+        busy.close()

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import struct
 from typing import Any
 
 import pytest
 
 from headwater.coordinator.group import (
     FENCED_INSTANCE_ID,
+    GROUP_ID_NOT_FOUND,
     GROUP_MAX_SIZE_REACHED,
+    GROUP_SUBSCRIBED_TO_TOPIC,
     ILLEGAL_GENERATION,
     INCONSISTENT_GROUP_PROTOCOL,
     INVALID_SESSION_TIMEOUT,
     MEMBER_ID_REQUIRED,
+    NON_EMPTY_GROUP,
     NONE,
     OFFSET_METADATA_TOO_LARGE,
     REBALANCE_IN_PROGRESS,
@@ -24,6 +28,7 @@ from headwater.coordinator.group import (
     GroupState,
     JoinResult,
     SyncResult,
+    offset_key,
 )
 
 SESSION = 10_000
@@ -475,3 +480,114 @@ def test_group_count_is_bounded(groups_max: int) -> None:
         offsets=[("t", 0, 1, -1, None)],
     )
     assert errors == [GROUP_MAX_SIZE_REACHED]
+
+
+# --- DeleteGroups, OffsetDelete -------------------------------------------------------------------
+
+
+def subscription(*topics: str) -> bytes:
+    """A ConsumerProtocolSubscription v0: version, topics, null user data."""
+    body = struct.pack(">hi", 0, len(topics))
+    for topic in topics:
+        body += struct.pack(">h", len(topic)) + topic.encode()
+    return body + struct.pack(">i", -1)
+
+
+def commit_simple(h: Harness, *offsets: tuple[str, int, int]) -> list[int]:
+    return h.coordinator.commit_offsets(
+        h.now,
+        group_id=GROUP,
+        generation_id=-1,
+        member_id="",
+        group_instance_id=None,
+        offsets=[(t, p, o, -1, None) for t, p, o in offsets],
+    )
+
+
+def restored(records: list[tuple[bytes, bytes | None]], now: int) -> GroupCoordinator:
+    coordinator = GroupCoordinator()
+    for key, value in records:
+        coordinator.replay(key, value, now)
+    return coordinator
+
+
+def test_delete_groups() -> None:
+    h = Harness()
+    leader, follower, generation = stable_pair(h)
+    assert h.commit(leader, generation, 42) == NONE
+    assert h.coordinator.delete_groups([GROUP, "unknown", ""]) == [
+        NON_EMPTY_GROUP,
+        GROUP_ID_NOT_FOUND,
+        24,  # INVALID_GROUP_ID
+    ]
+    assert h.leave((leader, None), (follower, None)) == [NONE, NONE]
+    assert h.state() is GroupState.EMPTY
+    before = h.coordinator.drain_records()
+    assert GROUP in restored(before, h.now).groups  # the empty group survives a restart
+    assert h.coordinator.delete_groups([GROUP]) == [NONE]
+    assert GROUP not in h.coordinator.groups
+    assert h.coordinator.list_groups() == []
+    assert h.coordinator.fetch_offsets(GROUP, None) == []
+    assert h.coordinator.describe(GROUP).state == "Dead"
+    tombstones = h.coordinator.drain_records()
+    assert tombstones and all(value is None for _, value in tombstones)
+    assert h.coordinator.delete_groups([GROUP]) == [GROUP_ID_NOT_FOUND]
+    # A restart replays the tombstones: neither the group nor its offsets come back.
+    after = restored(before + tombstones, h.now)
+    assert GROUP not in after.groups
+    assert after.fetch_offsets(GROUP, None) == []
+    assert after.list_groups() == []
+
+
+def test_delete_a_group_of_simple_commits_survives_replay() -> None:
+    h = Harness()
+    assert commit_simple(h, ("t", 0, 5), ("t", 1, 6)) == [NONE, NONE]
+    assert h.coordinator.delete_groups([GROUP]) == [NONE]
+    records = h.coordinator.drain_records()
+    assert restored(records, h.now).groups == {}
+    # A commit after the deletion recreates the group, on restart too.
+    assert commit_simple(h, ("t", 0, 7)) == [NONE]
+    again = restored(records + h.coordinator.drain_records(), h.now)
+    [(_, _, entry)] = again.fetch_offsets(GROUP, [("t", 0)])
+    assert entry is not None and entry.offset == 7
+    assert again.fetch_offsets(GROUP, [("t", 1)])[0][2] is None
+
+
+def test_offset_delete_spares_subscribed_topics() -> None:
+    h = Harness()
+    assert commit_simple(h, ("t", 0, 1), ("u", 0, 2), ("u", 1, 3)) == [NONE] * 3
+    token = h.join_new(protocols=[("range", subscription("t"))])
+    member = h.join_result(token).member_id
+    h.sync(member, h.join_result(token).generation_id, {member: b"a"})
+    assert h.state() is GroupState.STABLE
+    assert h.coordinator.delete_offsets("unknown", [("t", 0)]) == (GROUP_ID_NOT_FOUND, [])
+    records = h.coordinator.drain_records()
+    assert h.coordinator.delete_offsets(GROUP, [("t", 0), ("u", 0), ("u", 9)]) == (
+        NONE,
+        [GROUP_SUBSCRIBED_TO_TOPIC, NONE, NONE],
+    )
+    remaining = {(t, p) for t, p, _ in h.coordinator.fetch_offsets(GROUP, None)}
+    assert remaining == {("t", 0), ("u", 1)}
+    first = h.coordinator.drain_records()
+    assert first == [(offset_key(GROUP, "u", 0), None)]
+    records += first
+    # Once the member leaves, the topic it subscribed to can go too.
+    assert h.leave((member, None)) == [NONE]
+    records += h.coordinator.drain_records()
+    assert h.coordinator.delete_offsets(GROUP, [("t", 0)]) == (NONE, [NONE])
+    tombstones = h.coordinator.drain_records()
+    assert tombstones == [(offset_key(GROUP, "t", 0), None)]
+    again = restored(records + tombstones, h.now)
+    assert again.groups[GROUP].state is GroupState.EMPTY
+    assert {(t, p) for t, p, _ in again.fetch_offsets(GROUP, None)} == {("u", 1)}
+
+
+def test_offset_delete_is_conservative_with_undecodable_subscriptions() -> None:
+    h = Harness()
+    assert commit_simple(h, ("t", 0, 1), ("u", 0, 2)) == [NONE, NONE]
+    stable_pair(h)  # metadata b"m": not a consumer subscription
+    assert h.coordinator.delete_offsets(GROUP, [("t", 0), ("u", 0)]) == (
+        NONE,
+        [GROUP_SUBSCRIBED_TO_TOPIC, GROUP_SUBSCRIBED_TO_TOPIC],
+    )
+    assert len(h.coordinator.fetch_offsets(GROUP, None)) == 2

@@ -57,6 +57,8 @@ GROUP_SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     14: (0, 5),  # SyncGroup
     15: (0, 5),  # DescribeGroups
     16: (0, 4),  # ListGroups
+    42: (0, 2),  # DeleteGroups
+    47: (0, 0),  # OffsetDelete
 }
 
 Reply = tuple[Any, int] | None
@@ -93,6 +95,8 @@ class GroupHandlers:
             14: self.sync_group,
             15: self.describe_groups,
             16: self.list_groups,
+            42: self.delete_groups,
+            47: self.offset_delete,
         }
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[JoinResult | SyncResult]] = {}
@@ -409,6 +413,46 @@ class GroupHandlers:
                 for name, partitions in topics.items()
             ],
         ), version
+
+    # --- DeleteGroups, OffsetDelete -------------------------------------------------------
+
+    async def delete_groups(self, request: Request) -> Reply:
+        body: m.DeleteGroupsRequest = request.body
+        errors = self.coordinator.delete_groups(body.groups_names)
+        if not await self._persist():
+            errors = [KAFKA_STORAGE_ERROR if e == NONE else e for e in errors]
+        return m.DeleteGroupsResponse(
+            results=[
+                m.DeleteGroupsResponseDeletableGroupResult(group_id=group_id, error_code=error)
+                for group_id, error in zip(body.groups_names, errors, strict=True)
+            ]
+        ), request.api_version
+
+    async def offset_delete(self, request: Request) -> Reply:
+        body: m.OffsetDeleteRequest = request.body
+        wanted = [(t.name, p.partition_index) for t in body.topics for p in t.partitions]
+        error, errors = self.coordinator.delete_offsets(body.group_id, wanted)
+        if error != NONE:
+            return m.OffsetDeleteResponse(error_code=error), request.api_version
+        if not await self._persist():
+            errors = [KAFKA_STORAGE_ERROR if e == NONE else e for e in errors]
+        by_partition = dict(zip(wanted, errors, strict=True))
+        return m.OffsetDeleteResponse(
+            error_code=NONE,
+            topics=[
+                m.OffsetDeleteResponseOffsetDeleteResponseTopic(
+                    name=topic.name,
+                    partitions=[
+                        m.OffsetDeleteResponseOffsetDeleteResponsePartition(
+                            partition_index=p.partition_index,
+                            error_code=by_partition[(topic.name, p.partition_index)],
+                        )
+                        for p in topic.partitions
+                    ],
+                )
+                for topic in body.topics
+            ],
+        ), request.api_version
 
     # --- ListGroups, DescribeGroups -------------------------------------------------------
 

@@ -15,6 +15,7 @@ from headwater.cli._common import (
     remember_brokers,
     remember_data_dir,
 )
+from headwater.cli._group import group_app
 from headwater.cli._log import log_app
 from headwater.cli._serve import serve_command
 from headwater.cli._topic import topic_app
@@ -28,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(topic_app)
+app.add_typer(group_app)
 app.add_typer(log_app)
 app.command("serve")(serve_command)
 

@@ -20,12 +20,15 @@ msgspec:
   generation, leader, and per member: ids, client, timeouts, selected-protocol metadata and
   assignment), written whenever a generation's assignment is settled or the group empties.
 
-Records with a null value are tombstones (none are written yet; replay honours them).
+Records with a null value are tombstones: DeleteGroups writes one for each of a group's offset
+keys and for its group key, OffsetDelete one for each deleted offset key. Replay drops what a
+tombstone names, and a group left with neither metadata nor offsets.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +46,9 @@ INVALID_GROUP_ID = 24
 UNKNOWN_MEMBER_ID = 25
 INVALID_SESSION_TIMEOUT = 26
 REBALANCE_IN_PROGRESS = 27
+NON_EMPTY_GROUP = 68
+GROUP_ID_NOT_FOUND = 69
+GROUP_SUBSCRIBED_TO_TOPIC = 86
 MEMBER_ID_REQUIRED = 79
 GROUP_MAX_SIZE_REACHED = 81
 FENCED_INSTANCE_ID = 82
@@ -229,6 +235,33 @@ def group_key(group_id: str) -> bytes:
 _KeyParts = list[Any]
 
 
+_INT16 = struct.Struct(">h")
+_INT32 = struct.Struct(">i")
+
+
+def _subscription_topics(metadata: bytes) -> set[str] | None:
+    """The topics of a ConsumerProtocolSubscription (any version: every version starts with
+    int16 version, then Topics as an int32-counted array of int16-length strings); None if
+    the bytes do not parse."""
+    try:
+        (version,) = _INT16.unpack_from(metadata, 0)
+        (count,) = _INT32.unpack_from(metadata, 2)
+        if version < 0 or count < 0 or count > len(metadata):
+            return None
+        position = 6
+        topics: set[str] = set()
+        for _ in range(count):
+            (length,) = _INT16.unpack_from(metadata, position)
+            position += 2
+            if length < 0 or position + length > len(metadata):
+                return None
+            topics.add(metadata[position : position + length].decode())
+            position += length
+    except (struct.error, UnicodeDecodeError):
+        return None
+    return topics
+
+
 # --- the coordinator ----------------------------------------------------------------------------
 
 
@@ -282,23 +315,32 @@ class GroupCoordinator:
             return  # not ours
         if parts[:1] == ["offset"] and len(parts) == 4:
             _, group_id, topic, partition = parts
-            group = self.groups.get(group_id) or self._new_group(group_id)
             if value is None:
-                group.offsets.pop((topic, partition), None)
-            else:
-                stored = msgspec.json.decode(value, type=_OffsetValue)
-                group.offsets[(topic, partition)] = OffsetEntry(
-                    stored.offset, stored.leader_epoch, stored.metadata, stored.commit_timestamp_ms
-                )
+                known = self.groups.get(group_id)
+                if known is not None:
+                    known.offsets.pop((topic, partition), None)
+                    self._drop_if_blank(known)
+                return
+            group = self.groups.get(group_id) or self._new_group(group_id)
+            stored = msgspec.json.decode(value, type=_OffsetValue)
+            group.offsets[(topic, partition)] = OffsetEntry(
+                stored.offset, stored.leader_epoch, stored.metadata, stored.commit_timestamp_ms
+            )
         elif parts[:1] == ["group"] and len(parts) == 2:
             group_id = parts[1]
+            if value is None:
+                known = self.groups.get(group_id)
+                if known is not None:
+                    known.members.clear()
+                    known.static_members.clear()
+                    known.generation_id = 0
+                    known.protocol_type = known.protocol_name = known.leader = None
+                    known.state = GroupState.EMPTY
+                    self._drop_if_blank(known)
+                return
             group = self.groups.get(group_id) or self._new_group(group_id)
             group.members.clear()
             group.static_members.clear()
-            if value is None:
-                group.generation_id = 0
-                group.state = GroupState.EMPTY
-                return
             record = msgspec.json.decode(value, type=GroupRecord)
             group.protocol_type = record.protocol_type
             group.protocol_name = record.protocol_name
@@ -320,6 +362,16 @@ class GroupCoordinator:
                 if member.group_instance_id is not None:
                     group.static_members[member.group_instance_id] = member.member_id
             group.state = GroupState.STABLE if group.members else GroupState.EMPTY
+
+    def _drop_if_blank(self, group: Group) -> None:
+        """Replay only: forget a group that tombstones left without metadata or offsets."""
+        if (
+            not group.offsets
+            and not group.members
+            and group.generation_id == 0
+            and group.protocol_type is None
+        ):
+            del self.groups[group.group_id]
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -884,6 +936,71 @@ class GroupCoordinator:
             return [(t, p, entry) for (t, p), entry in sorted(committed.items())]
         return [(t, p, committed.get((t, p))) for t, p in partitions]
 
+    # --- DeleteGroups, OffsetDelete -------------------------------------------------------
+
+    def delete_groups(self, group_ids: Sequence[str]) -> list[int]:
+        """Delete groups nobody is in, with their offsets; an error code for each group.
+
+        Tombstones go to __consumer_offsets for every offset key and the group key, so a
+        restart does not bring the group back.
+        """
+        errors: list[int] = []
+        for group_id in group_ids:
+            if not group_id:
+                errors.append(INVALID_GROUP_ID)
+                continue
+            group = self.groups.get(group_id)
+            if group is None or group.state is GroupState.DEAD:
+                errors.append(GROUP_ID_NOT_FOUND)
+                continue
+            if group.state is not GroupState.EMPTY or group.members:
+                errors.append(NON_EMPTY_GROUP)
+                continue
+            for topic, partition in sorted(group.offsets):
+                self._records.append((offset_key(group_id, topic, partition), None))
+            self._records.append((group_key(group_id), None))
+            del self.groups[group_id]
+            errors.append(NONE)
+        return errors
+
+    def delete_offsets(
+        self, group_id: str, partitions: Sequence[tuple[str, int]]
+    ) -> tuple[int, list[int]]:
+        """OffsetDelete: a top-level error code and one per (topic, partition).
+
+        A partition of a topic the group's members subscribe to is refused with
+        GROUP_SUBSCRIBED_TO_TOPIC; any other committed offset is deleted (tombstoned).
+        """
+        if not group_id:
+            return INVALID_GROUP_ID, []
+        group = self.groups.get(group_id)
+        if group is None or group.state is GroupState.DEAD:
+            return GROUP_ID_NOT_FOUND, []
+        errors: list[int] = []
+        for topic, partition in partitions:
+            if self._subscribed(group, topic):
+                errors.append(GROUP_SUBSCRIBED_TO_TOPIC)
+                continue
+            if group.offsets.pop((topic, partition), None) is not None:
+                self._records.append((offset_key(group_id, topic, partition), None))
+            errors.append(NONE)
+        return NONE, errors
+
+    @staticmethod
+    def _subscribed(group: Group, topic: str) -> bool:
+        """Whether a member may be consuming `topic`. Conservative: a member of a "consumer"
+        group whose subscription cannot be decoded counts as subscribed to every topic."""
+        if not group.members or group.state is GroupState.EMPTY:
+            return False
+        if group.protocol_type != "consumer":
+            return False  # Kafka knows no subscriptions outside the consumer protocol
+        for member in group.members.values():
+            for _, metadata in member.protocols:
+                topics = _subscription_topics(metadata)
+                if topics is None or topic in topics:
+                    return True
+        return False
+
     # --- ListGroups, DescribeGroups -------------------------------------------------------
 
     def list_groups(self, states: Sequence[str] = ()) -> list[tuple[str, str, str]]:
@@ -919,7 +1036,10 @@ class GroupCoordinator:
 
 __all__ = [
     "GROUPS_MAX",
+    "GROUP_ID_NOT_FOUND",
     "GROUP_MEMBERS_MAX",
+    "GROUP_SUBSCRIBED_TO_TOPIC",
+    "NON_EMPTY_GROUP",
     "Completion",
     "CoordinatorConfig",
     "GroupCoordinator",
