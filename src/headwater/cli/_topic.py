@@ -9,6 +9,7 @@ broker over the Kafka protocol instead (`headwater serve` or Apache Kafka; see `
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 from typing import Annotated
 
 import msgspec
@@ -282,11 +283,7 @@ def describe(
             str(row["size_bytes"]),
         )
     print_table(table)
-    typer.echo("\nCONFIGS\n=======")
-    table = plain_table("KEY", "VALUE", "SOURCE")
-    for config in configs:
-        table.add_row(config["name"], config["value"], config["source"])
-    print_table(table)
+    _print_configs(configs)
 
 
 def _describe_remote(brokers: str, name: str, output: OutputFormat) -> None:
@@ -322,11 +319,7 @@ def _describe_remote(brokers: str, name: str, output: OutputFormat) -> None:
             str(row["high_watermark"]),
         )
     print_table(table)
-    typer.echo("\nCONFIGS\n=======")
-    table = plain_table("KEY", "VALUE", "SOURCE")
-    for config in details.configs:
-        table.add_row(config["name"], config["value"], config["source"])
-    print_table(table)
+    _print_configs(details.configs)
 
 
 # --- changes -------------------------------------------------------------------------------
@@ -398,6 +391,15 @@ def add_partitions(
 
 topic_app.command("produce")(produce)
 topic_app.command("consume")(consume)
+
+
+def _print_configs(configs: Iterable[Mapping[str, str]]) -> None:
+    """The CONFIGS section of `topic describe`, the same for a data directory and brokers."""
+    typer.echo("\nCONFIGS\n=======")
+    table = plain_table("KEY", "VALUE", "SOURCE")
+    for config in configs:
+        table.add_row(config["name"], config["value"], config["source"])
+    print_table(table)
 
 
 __all__ = ["OutputFormat", "topic_app"]
