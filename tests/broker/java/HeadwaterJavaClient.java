@@ -1,6 +1,7 @@
 // The official Java client (kafka-clients) against a broker: admin, producer, assign()-consumer.
 //
 // Usage: java -cp 'CLASSES:LIBS/*' HeadwaterJavaClient BOOTSTRAP TOPIC COUNT
+//        java -cp 'CLASSES:LIBS/*' HeadwaterJavaClient group BOOTSTRAP TOPIC GROUP COUNT
 //
 // Creates TOPIC with 3 partitions (an existing topic is fine), produces COUNT keyed records with
 // a header (acks=all, no idempotence, lz4), reads them back with assign() + seekToBeginning (no
@@ -12,7 +13,15 @@
 //   T partition offset timestamp              offsetsForTimes(base + COUNT / 2); offset -1 = none
 //   DONE
 // Record i has key "key-i", value "value-i", header h="hv-i" and timestamp base + i, where base is
-// an hour ago rounded down to the second. Exits 0 on success, 1 on any error.
+// an hour ago rounded down to the second.
+//
+// The group mode consumes an existing TOPIC as a member of consumer group GROUP: subscribe
+// (classic protocol, earliest, no auto-commit), poll until COUNT records, commitSync(), then
+// read back the committed offsets of its assignment, printing:
+//   C partition offset value                  a consumed record
+//   K partition offset                        committed(assignment); offset -1 = none
+//   DONE
+// Exits 0 on success, 1 on any error.
 
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
@@ -23,6 +32,8 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.Set;
+import java.util.TreeSet;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
@@ -34,6 +45,7 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
@@ -56,10 +68,14 @@ public final class HeadwaterJavaClient {
     public static void main(String[] args) {
         int code;
         try {
-            if (args.length != 3) {
-                throw new IllegalArgumentException("usage: HeadwaterJavaClient BOOTSTRAP TOPIC COUNT");
+            if (args.length == 5 && args[0].equals("group")) {
+                groupConsume(args[1], args[2], args[3], Integer.parseInt(args[4]));
+            } else if (args.length == 3) {
+                run(args[0], args[1], Integer.parseInt(args[2]));
+            } else {
+                throw new IllegalArgumentException("usage: HeadwaterJavaClient BOOTSTRAP TOPIC COUNT"
+                        + " | group BOOTSTRAP TOPIC GROUP COUNT");
             }
-            run(args[0], args[1], Integer.parseInt(args[2]));
             code = 0;
         } catch (Throwable error) {
             System.out.flush();
@@ -195,5 +211,48 @@ public final class HeadwaterJavaClient {
                 }
             }
         }
+    }
+
+    private static void groupConsume(String bootstrap, String topic, String group, int count) throws Exception {
+        Properties props = new Properties();
+        props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ConsumerConfig.CLIENT_ID_CONFIG, "headwater-java-group-consumer");
+        props.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        props.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "classic");
+        props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        props.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "6000");
+        props.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "500");
+        props.put(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG, "50");
+        props.put(ConsumerConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "30000");
+        props.put(ConsumerConfig.REQUEST_TIMEOUT_MS_CONFIG, "20000");
+        props.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(props)) {
+            consumer.subscribe(Collections.singletonList(topic));
+            int read = 0;
+            long deadline = System.currentTimeMillis() + POLL_DEADLINE_MS;
+            while (read < count) {
+                if (System.currentTimeMillis() > deadline) {
+                    throw new IllegalStateException("read " + read + " of " + count + " records in "
+                            + POLL_DEADLINE_MS + " ms");
+                }
+                ConsumerRecords<String, String> records = consumer.poll(Duration.ofMillis(500));
+                for (ConsumerRecord<String, String> record : records) {
+                    System.out.println("C " + record.partition() + " " + record.offset() + " "
+                            + record.value());
+                    read++;
+                }
+            }
+            consumer.commitSync(Duration.ofSeconds(30));
+            Set<TopicPartition> assigned = new TreeSet<>(Comparator.comparingInt(TopicPartition::partition));
+            assigned.addAll(consumer.assignment());
+            Map<TopicPartition, OffsetAndMetadata> committed = consumer.committed(assigned);
+            for (TopicPartition tp : assigned) {
+                OffsetAndMetadata found = committed.get(tp);
+                System.out.println("K " + tp.partition() + " " + (found == null ? -1 : found.offset()));
+            }
+        }
+        System.out.println("DONE");
     }
 }
