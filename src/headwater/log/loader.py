@@ -22,7 +22,11 @@ from headwater._invariant import invariant
 from headwater.errors import CorruptRecordError
 from headwater.log._files import sync_directory
 from headwater.log.config import TopicConfig
-from headwater.log.partition_log import PRODUCER_SNAPSHOT_FILE, PartitionLog
+from headwater.log.partition_log import (
+    PartitionLog,
+    producer_snapshot_offsets,
+    producer_snapshot_path,
+)
 from headwater.log.producer_state import CorruptProducerSnapshotError, ProducerStateManager
 from headwater.log.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment
 
@@ -151,7 +155,7 @@ def load_partition_log(
             if segment.next_offset > recovery_point or segment is segments[-1]:
                 segment.flush(indexes=True)
         sync_directory(directory)
-    producers = _load_producers(directory, segments, log_end, clean_shutdown)
+    producers = _load_producers(directory, segments, log_end)
     log = PartitionLog(
         directory,
         topic,
@@ -166,20 +170,30 @@ def load_partition_log(
 
 
 def _load_producers(
-    directory: str, segments: list[LogSegment], log_end: int, clean_shutdown: bool
+    directory: str, segments: list[LogSegment], log_end: int
 ) -> ProducerStateManager:
-    """Idempotent producers' state: the snapshot of a clean close, else rebuilt from the
-    producer fields of the batch headers (a pass over the headers, not the records)."""
+    """Idempotent producers' state: the newest snapshot the recovered log still covers, then
+    the producer fields of the batch headers after it (a pass over headers, not records).
+
+    Snapshots past the log end saw records that recovery removed: they are deleted, so no later
+    open can mistake them for the state of records appended since.
+    """
     producers: ProducerStateManager | None = None
-    path = os.path.join(directory, PRODUCER_SNAPSHOT_FILE)
-    if clean_shutdown and os.path.exists(path):
+    for offset in reversed(producer_snapshot_offsets(directory)):
+        path = producer_snapshot_path(directory, offset)
+        if offset > log_end:
+            os.unlink(path)
+            continue
         try:
             with open(path, "rb") as file:
-                producers = ProducerStateManager.restore(file.read())
+                restored = ProducerStateManager.restore(file.read())
         except CorruptProducerSnapshotError as error:
-            _log.warning("rebuilding producer state of %s: %s", directory, error)
-        if producers is not None and producers.end_offset > log_end:
-            producers = None  # the snapshot saw records the log no longer has
+            _log.warning("skipping producer snapshot %s: %s", path, error)
+            continue
+        if restored.end_offset <= offset:
+            producers = restored
+            break
+        _log.warning("skipping producer snapshot %s: it ends past its name", path)
     if producers is None:
         producers = ProducerStateManager()
     start = producers.end_offset

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -47,8 +48,28 @@ from headwater.log.record_batch import (
 )
 from headwater.log.segment import NO_TIMESTAMP, DataSyncError, LogSegment
 
-# Idempotent producers' state as of a clean close, in each partition's directory.
-PRODUCER_SNAPSHOT_FILE = "producer.snapshot"
+# Idempotent producers' state as of an offset, `<offset, 20 digits>.snapshot` in the partition's
+# directory, written at each roll and at a clean close (as Kafka does) so that opening the log
+# replays batch headers only from the newest snapshot the recovered log still covers.
+PRODUCER_SNAPSHOT_SUFFIX = ".snapshot"
+# The newest two: if the newest is damaged, the one before still spares a rebuild from zero.
+PRODUCER_SNAPSHOTS_KEPT = 2
+
+_log = logging.getLogger(__name__)
+
+
+def producer_snapshot_path(directory: str, end_offset: int) -> str:
+    return os.path.join(directory, f"{end_offset:020d}{PRODUCER_SNAPSHOT_SUFFIX}")
+
+
+def producer_snapshot_offsets(directory: str) -> list[int]:
+    """The end offsets of the producer snapshots in `directory`, ascending."""
+    offsets: list[int] = []
+    for name in os.listdir(directory):
+        stem = name[: -len(PRODUCER_SNAPSHOT_SUFFIX)]
+        if name.endswith(PRODUCER_SNAPSHOT_SUFFIX) and len(stem) == 20 and stem.isdigit():
+            offsets.append(int(stem))
+    return sorted(offsets)
 
 
 def now_ms() -> int:
@@ -321,7 +342,25 @@ class PartitionLog:
             raise
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
+        try:
+            self._write_producer_snapshot()
+        except StorageError as error:
+            # Only a shortcut for the next open, which rebuilds from batch headers without it.
+            _log.warning("%s: no producer snapshot at %d: %s", self.name, self._next_offset, error)
         return segment
+
+    def _write_producer_snapshot(self) -> None:
+        """Save the producers' state at the log end; keep the newest few snapshots."""
+        invariant(
+            self._producers.end_offset <= self._next_offset,
+            "producer state never runs ahead of the log",
+        )
+        write_atomically(
+            producer_snapshot_path(self.directory, self._next_offset), self._producers.snapshot()
+        )
+        for stale in producer_snapshot_offsets(self.directory)[:-PRODUCER_SNAPSHOTS_KEPT]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(producer_snapshot_path(self.directory, stale))
 
     # --- durability -------------------------------------------------------------------------
 
@@ -614,10 +653,7 @@ class PartitionLog:
                     self.flush()
                     self._segments[-1].seal()
                     # Everything is on disk: the snapshot saves the next open a rebuild.
-                    write_atomically(
-                        os.path.join(self.directory, PRODUCER_SNAPSHOT_FILE),
-                        self._producers.snapshot(),
-                    )
+                    self._write_producer_snapshot()
             finally:
                 self._closed = True
                 for segment in self._segments:
