@@ -9,6 +9,12 @@ Apache Kafka (KRaft, jars from scripts/fetch-kafka.sh) on this machine, in the s
 a plain loopback socket transfer and a plain file write of the same bytes.
 
     python benchmarks/broker_throughput.py [--records 300000] [--skip-kafka]
+
+The consumer-group section (three confluent-kafka consumers in one group, each in its own
+process: group consume throughput, and the time until every partition is consumed again after a
+member joins or is SIGKILLed) runs with the rest, or alone:
+
+    python benchmarks/broker_throughput.py --groups-only [--group-records 300000]
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -25,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -43,9 +51,12 @@ _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
 
 
-def _create(bootstrap: str, topic: str, config: dict[str, str] | None = None) -> None:
+def _create(
+    bootstrap: str, topic: str, config: dict[str, str] | None = None, partitions: int = 1
+) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet})
-    for future in admin.create_topics([NewTopic(topic, 1, 1, config=config or {})]).values():
+    new_topic = NewTopic(topic, partitions, 1, config=config or {})
+    for future in admin.create_topics([new_topic]).values():
         future.result(30)
 
 

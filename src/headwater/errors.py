@@ -114,20 +114,67 @@ class LogClosedError(StorageError):
     """The log was closed, or went offline after a storage failure."""
 
 
+# --- clients ------------------------------------------------------------------------------
+
+
+class ClientError(HeadwaterError):
+    """A client operation failed; `error_code` is Kafka's code when a broker or the log gave one.
+
+    Raised by every backend for the same situation, so application code catches one type
+    whether it runs embedded or against brokers.
+    """
+
+    def __init__(self, message: str, *, error_code: int = -1, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.retriable = retriable
+
+
+class ClientClosedError(ClientError):
+    """The producer, consumer, admin client or connection was already closed."""
+
+
+class KafkaTimeoutError(ClientError):
+    """An operation did not finish within its timeout (Kafka's REQUEST_TIMED_OUT)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=7, retriable=True)
+
+
+class SerializationError(ClientError):
+    """A key or value could not be serialized; names the topic."""
+
+
+class DeserializationError(ClientError):
+    """A record's key or value could not be deserialized; names where it is in the log, so a
+    consumer can skip it (seek past `offset`) instead of dying."""
+
+    def __init__(self, message: str, *, topic: str, partition: int, offset: int) -> None:
+        super().__init__(f"{topic}/{partition} at offset {offset}: {message}")
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
 __all__ = [
+    "ClientClosedError",
+    "ClientError",
     "ConfigError",
     "CorruptRecordError",
     "DataDirectoryLockedError",
+    "DeserializationError",
     "DiskFullError",
     "HeadwaterError",
     "InvalidPartitionsError",
     "InvalidRecordError",
     "InvalidTopicError",
     "InvariantViolation",
+    "KafkaTimeoutError",
     "LogClosedError",
     "OffsetOutOfRangeError",
     "RecordBatchTooLargeError",
     "RecordError",
+    "SerializationError",
     "StorageError",
     "TopicAlreadyExistsError",
     "TopicError",

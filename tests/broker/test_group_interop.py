@@ -360,7 +360,7 @@ def kcat_group(bootstrap: str, group: str, topic: str) -> list[tuple[int, int, i
     """`kcat -G` until every assigned partition is at its end; (partition, offset, value)s."""
     kcat = shutil.which("kcat")
     assert kcat is not None, "kcat is not installed (apt-get install kcat)"
-    command = [kcat, "-b", bootstrap, "-G", group, "-o", "beginning", "-e", "-q"]
+    command = [kcat, "-b", bootstrap, "-G", group, "-X", "auto.offset.reset=earliest", "-e", "-q"]
     command += ["-f", "%p %o %s\\n", "-X", "log_level=0", "-X", "session.timeout.ms=6000"]
     command += ["-X", "heartbeat.interval.ms=500", "-X", "fetch.wait.max.ms=50", topic]
     result = subprocess.run(command, capture_output=True, text=True, timeout=40, check=False)
