@@ -46,6 +46,7 @@ __all__ = [
     "TimestampType",
     "decode_records",
     "encode_batch",
+    "encode_values_batch",
     "iter_batches",
     "parse_header",
     "set_base_offset",
@@ -310,6 +311,10 @@ _VARINTS = tuple(_varint(value) for value in range(_VARINT_TABLE_SIZE))
 _ATTRIBUTES_AND_DELTAS = tuple(b"\x00" + encoded for encoded in _VARINTS)
 _NULL_LENGTH = _varint(-1)
 _NO_HEADERS = _varint(0)
+# Attributes (0), a zero timestamp delta and the offset delta: how records of one instant start.
+_ZERO_DELTA_PREFIXES = tuple(b"\x00\x00" + encoded for encoded in _VARINTS)
+# ... followed by a null key.
+_NULL_KEY_PREFIXES = tuple(prefix + _NULL_LENGTH for prefix in _ZERO_DELTA_PREFIXES)
 # Decoded values of the one-byte varints.
 _ONE_BYTE_VALUES = tuple((byte >> 1) ^ -(byte & 1) for byte in range(0x80))
 
@@ -381,6 +386,127 @@ def encode_batch(
         raise InvalidRecordError("record timestamps must fit in int64, and so must their deltas")
 
     body = _encode_records(records, timestamps, base_timestamp, offset_deltas)
+    return _finish_batch(
+        body,
+        count,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        base_offset=base_offset,
+        compression=compression,
+        timestamp_type=timestamp_type,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        partition_leader_epoch=partition_leader_epoch,
+        is_transactional=is_transactional,
+        is_control=is_control,
+    )
+
+
+def encode_values_batch(
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None] | None = None,
+    *,
+    timestamp: int,
+    base_offset: int = 0,
+    compression: Compression = Compression.NONE,
+    timestamp_type: TimestampType = TimestampType.CREATE_TIME,
+) -> bytes:
+    """Encode records that share one timestamp and have no headers: a producer's fast path.
+
+    The same bytes `encode_batch` makes for those records, without building a `NewRecord` per
+    record or computing per-record timestamp deltas (all zero).
+    """
+    count = len(values)
+    if count == 0:
+        raise InvalidRecordError("a record batch needs at least one record")
+    if count > limits.RECORDS_PER_BATCH_MAX:
+        raise InvalidRecordError(
+            f"{count} records exceed the limit of {limits.RECORDS_PER_BATCH_MAX} per batch"
+        )
+    if keys is not None and len(keys) != count:
+        raise InvalidRecordError(f"{len(keys)} keys for {count} values")
+    if not _INT64_MIN <= timestamp <= _INT64_MAX:
+        raise InvalidRecordError("record timestamps must fit in int64")
+    table = _VARINTS
+    table_size = _VARINT_TABLE_SIZE
+    varint = _varint
+    parts: list[bytes] = []
+    if keys is None:
+        prefixes = _NULL_KEY_PREFIXES
+        for index, value in enumerate(values):
+            prefix = (
+                prefixes[index] if index < table_size else b"\x00\x00" + varint(index) + b"\x01"
+            )
+            if value is None:
+                size = len(prefix) + 2
+                parts += (table[size], prefix, b"\x01\x00")
+                continue
+            length = len(value)
+            encoded_length = table[length] if length < table_size else varint(length)
+            size = len(prefix) + len(encoded_length) + length + 1
+            parts += (
+                table[size] if size < table_size else varint(size),
+                prefix,
+                encoded_length,
+                value,
+                b"\x00",
+            )
+    else:
+        null_length = _NULL_LENGTH
+        for index, (key, value) in enumerate(zip(keys, values, strict=True)):
+            prefix = (
+                _ZERO_DELTA_PREFIXES[index] if index < table_size else b"\x00\x00" + varint(index)
+            )
+            if key is None:
+                key_length, key = null_length, b""
+            else:
+                key_length = table[len(key)] if len(key) < table_size else varint(len(key))
+            if value is None:
+                value_length, value = null_length, b""
+            else:
+                value_length = table[len(value)] if len(value) < table_size else varint(len(value))
+            size = len(prefix) + len(key_length) + len(key) + len(value_length) + len(value) + 1
+            parts += (
+                table[size] if size < table_size else varint(size),
+                prefix,
+                key_length,
+                key,
+                value_length,
+                value,
+                b"\x00",
+            )
+    return _finish_batch(
+        b"".join(parts),
+        count,
+        count - 1,
+        timestamp,
+        timestamp,
+        base_offset=base_offset,
+        compression=compression,
+        timestamp_type=timestamp_type,
+    )
+
+
+def _finish_batch(
+    body: bytes,
+    count: int,
+    last_offset_delta: int,
+    base_timestamp: int,
+    max_timestamp: int,
+    *,
+    base_offset: int,
+    compression: Compression,
+    timestamp_type: TimestampType,
+    producer_id: int = NO_PRODUCER_ID,
+    producer_epoch: int = NO_PRODUCER_EPOCH,
+    base_sequence: int = NO_SEQUENCE,
+    partition_leader_epoch: int = NO_PARTITION_LEADER_EPOCH,
+    is_transactional: bool = False,
+    is_control: bool = False,
+) -> bytes:
+    """Compress the records section, then prepend the header with its CRC."""
     attributes = int(compression) & _CODEC_MASK
     if compression != Compression.NONE:
         body = compress(compression, body)
