@@ -13,6 +13,7 @@ with headwater.connect("file:///tmp/data") as client:     # or "kafka://127.0.0.
 from __future__ import annotations
 
 from headwater.client._api import Admin, Client, Consumer, Producer
+from headwater.client._async import AsyncAdmin, AsyncConsumer, AsyncProducer
 from headwater.client._connect import connect
 from headwater.client._serialization import struct
 from headwater.client._types import (
@@ -35,6 +36,9 @@ __all__ = [
     "OFFSET_END",
     "OFFSET_INVALID",
     "Admin",
+    "AsyncAdmin",
+    "AsyncConsumer",
+    "AsyncProducer",
     "Client",
     "Consumer",
     "ConsumerRecord",

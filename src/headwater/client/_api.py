@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from headwater.client._types import (
     ConsumerRecord,
@@ -25,6 +25,9 @@ from headwater.client._types import (
     TopicDescription,
     TopicPartition,
 )
+
+if TYPE_CHECKING:
+    from headwater.client._async import AsyncAdmin, AsyncConsumer, AsyncProducer
 
 # on_assign(consumer, partitions), on_revoke(consumer, partitions), on_lost(consumer, partitions)
 RebalanceCallback = Callable[["Consumer", list[TopicPartition]], None]
@@ -358,6 +361,48 @@ class Client(abc.ABC):
 
     @abc.abstractmethod
     def admin(self, config: Mapping[str, Any] | None = None, **settings: Any) -> Admin: ...
+
+    # The asyncio flavours wrap the sync objects: one implementation per backend, not two.
+
+    def async_producer(
+        self,
+        config: Mapping[str, Any] | None = None,
+        *,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+        **settings: Any,
+    ) -> AsyncProducer:
+        from headwater.client._async import AsyncProducer
+
+        return AsyncProducer(
+            self.producer(
+                config, key_serializer=key_serializer, value_serializer=value_serializer, **settings
+            )
+        )
+
+    def async_consumer(
+        self,
+        config: Mapping[str, Any] | None = None,
+        *,
+        key_deserializer: Any = None,
+        value_deserializer: Any = None,
+        **settings: Any,
+    ) -> AsyncConsumer:
+        from headwater.client._async import AsyncConsumer
+
+        return AsyncConsumer(
+            self.consumer(
+                config,
+                key_deserializer=key_deserializer,
+                value_deserializer=value_deserializer,
+                **settings,
+            )
+        )
+
+    def async_admin(self, config: Mapping[str, Any] | None = None, **settings: Any) -> AsyncAdmin:
+        from headwater.client._async import AsyncAdmin
+
+        return AsyncAdmin(self.admin(config, **settings))
 
     @abc.abstractmethod
     def close(self) -> None: ...
