@@ -1,0 +1,249 @@
+"""Produce and consume through `headwater.connect`, embedded and against a broker.
+
+Not a test: it prints numbers. In the same run and on the same machine:
+- embedded (`file://`): `send_many` in chunks (the fast path), `send` per record, and
+  `poll_batch`, beside a plain Python loop writing the same bytes to a file;
+- broker (`kafka://` to a fresh `headwater serve`): `send` per record and `poll_batch` through
+  the client API, beside raw confluent-kafka driven by the same kind of loop on the same broker,
+  so the ratio is what the wrapper costs.
+
+    python benchmarks/client_throughput.py [--records 300000] [--sizes 100,1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "broker"))
+
+from broker_process import start_broker  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
+from confluent_kafka import TopicPartition as RawTopicPartition  # noqa: E402
+
+import headwater  # noqa: E402
+from headwater.client import NewTopic, TopicPartition  # noqa: E402
+
+CHUNK_RECORDS = 1_000  # records per send_many call
+# Leave flushing to the OS for the throughput rows, as Kafka does by default.
+OS_FLUSH = {"flush.messages": str(2**63 - 1)}
+
+
+def _quiet() -> logging.Logger:
+    logger = logging.getLogger("benchmark.librdkafka")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+def _best(runs: int, measure: Callable[[], float]) -> float:
+    """The shortest of `runs` timings (seconds): the least disturbed on a shared machine."""
+    return min(measure() for _ in range(runs))
+
+
+def _row(name: str, records: int, size: int, seconds: float, reference: float | None) -> None:
+    rate = records / seconds
+    megabytes = records * size / seconds / 1e6
+    ratio = "" if reference is None else f"{100 * reference / seconds:7.1f}% of reference"
+    print(f"  {name:<44} {rate:>13,.0f} rec/s {megabytes:>9,.1f} MB/s  {ratio}")
+
+
+# --- embedded ---------------------------------------------------------------------------------
+
+
+def _plain_write(directory: str, values: list[bytes]) -> float:
+    """A Python loop writing the values' bytes in chunks to a file: the floor of any log."""
+    path = os.path.join(directory, "plain.bin")
+    start = time.perf_counter()
+    with open(path, "wb") as file:
+        for index in range(0, len(values), CHUNK_RECORDS):
+            file.write(b"".join(values[index : index + CHUNK_RECORDS]))
+    elapsed = time.perf_counter() - start
+    os.unlink(path)
+    return elapsed
+
+
+def _embedded(records: int, size: int, runs: int) -> None:
+    values = [os.urandom(size) for _ in range(min(records, 10_000))]
+    values = (values * (records // len(values) + 1))[:records]
+    directory = tempfile.mkdtemp(prefix="headwater-client-bench-")
+    try:
+        plain = _best(runs, lambda: _plain_write(directory, values))
+        print(f"embedded, {records:,} records of {size} B")
+        _row("plain file write (Python loop, chunks)", records, size, plain, None)
+        with headwater.connect(Path(directory) / "data") as client:
+            admin = client.admin()
+
+            def fresh(config: dict[str, str]) -> str:
+                topic = f"bench-{uuid.uuid4().hex[:8]}"
+                admin.create_topics([NewTopic(topic, 1, config)])
+                return topic
+
+            def send_many(acks: str, config: dict[str, str]) -> float:
+                topic = fresh(config)
+                with client.producer(acks=acks) as producer:
+                    start = time.perf_counter()
+                    for index in range(0, records, CHUNK_RECORDS):
+                        producer.send_many(topic, values[index : index + CHUNK_RECORDS])
+                    producer.flush()
+                    return time.perf_counter() - start
+
+            def send_each() -> float:
+                topic = fresh(OS_FLUSH)
+                with client.producer(acks="1") as producer:
+                    start = time.perf_counter()
+                    for value in values:
+                        producer.send(topic, value)
+                    producer.flush()
+                    return time.perf_counter() - start
+
+            _row(
+                "send_many, acks=1, OS flush",
+                records,
+                size,
+                _best(runs, lambda: send_many("1", OS_FLUSH)),
+                plain,
+            )
+            _row(
+                "send_many, acks=all, fsync per append",
+                records,
+                size,
+                _best(runs, lambda: send_many("all", {})),
+                plain,
+            )
+            _row("send per record, acks=1, OS flush", records, size, _best(runs, send_each), plain)
+
+            topic = fresh(OS_FLUSH)
+            with client.producer(acks="1") as producer:
+                for index in range(0, records, CHUNK_RECORDS):
+                    producer.send_many(topic, values[index : index + CHUNK_RECORDS])
+
+            def consume() -> float:
+                with client.consumer() as consumer:
+                    consumer.assign({TopicPartition(topic, 0): 0})
+                    seen = 0
+                    start = time.perf_counter()
+                    while seen < records:
+                        seen += len(consumer.poll_batch(10_000, timeout=5.0))
+                    return time.perf_counter() - start
+
+            _row("poll_batch (assign)", records, size, _best(runs, consume), plain)
+            admin.close()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- against a broker -------------------------------------------------------------------------
+
+
+def _raw_produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": 1, "logger": _quiet()}
+    )
+    start = time.perf_counter()
+    for value in values:
+        while True:
+            try:
+                producer.produce(topic, value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    remaining = producer.flush(120)
+    elapsed = time.perf_counter() - start
+    assert remaining == 0
+    return elapsed
+
+
+def _raw_consume(bootstrap: str, topic: str, records: int) -> float:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"raw-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "logger": _quiet(),
+        }
+    )
+    consumer.assign([RawTopicPartition(topic, 0, 0)])
+    seen = 0
+    start = time.perf_counter()
+    while seen < records:
+        seen += len(consumer.consume(10_000, timeout=5.0))
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed
+
+
+def _broker(records: int, size: int, runs: int) -> None:
+    values = [os.urandom(size) for _ in range(min(records, 10_000))]
+    values = (values * (records // len(values) + 1))[:records]
+    directory = Path(tempfile.mkdtemp(prefix="headwater-client-bench-"))
+    broker = start_broker(directory / "data", directory / "broker.log")
+    try:
+        print(f"headwater serve, {records:,} records of {size} B, acks=1, OS flush")
+        with headwater.connect(f"kafka://{broker.bootstrap}") as client:
+            admin = client.admin()
+
+            def fresh() -> str:
+                topic = f"bench-{uuid.uuid4().hex[:8]}"
+                admin.create_topics([NewTopic(topic, 1, OS_FLUSH)])
+                return topic
+
+            def api_produce() -> float:
+                topic = fresh()
+                with client.producer(acks="1", linger_ms=5) as producer:
+                    start = time.perf_counter()
+                    for value in values:
+                        producer.send(topic, value)
+                    producer.flush()
+                    return time.perf_counter() - start
+
+            raw = _best(runs, lambda: _raw_produce(broker.bootstrap, fresh(), values))
+            _row("raw confluent-kafka produce loop", records, size, raw, None)
+            _row("client API send per record", records, size, _best(runs, api_produce), raw)
+
+            topic = fresh()
+            _raw_produce(broker.bootstrap, topic, values)
+
+            def api_consume() -> float:
+                with client.consumer(group_id=f"api-{uuid.uuid4().hex[:8]}") as consumer:
+                    consumer.assign({TopicPartition(topic, 0): 0})
+                    seen = 0
+                    start = time.perf_counter()
+                    while seen < records:
+                        seen += len(consumer.poll_batch(10_000, timeout=5.0))
+                    return time.perf_counter() - start
+
+            raw = _best(runs, lambda: _raw_consume(broker.bootstrap, topic, records))
+            _row("raw confluent-kafka consume(10000)", records, size, raw, None)
+            _row("client API poll_batch(10000)", records, size, _best(runs, api_consume), raw)
+            admin.close()
+    finally:
+        broker.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--sizes", default="100,1024")
+    parser.add_argument("--runs", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--skip-broker", action="store_true")
+    args = parser.parse_args()
+    for size in (int(text) for text in args.sizes.split(",")):
+        records = args.records if size <= 100 else max(1, args.records // 4)
+        _embedded(records, size, args.runs)
+        if not args.skip_broker:
+            _broker(records, size, args.runs)
+
+
+if __name__ == "__main__":
+    main()
