@@ -12,7 +12,6 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-
 def connect(url: str, **settings: Any) -> Client:
     """A client on `url` (file:///path, a path, or kafka://host:port); see `headwater.client`.
 

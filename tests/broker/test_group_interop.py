@@ -357,7 +357,11 @@ def test_aiokafka_members_commit_and_resume(bootstrap: str) -> None:
 
 
 def kcat_group(bootstrap: str, group: str, topic: str) -> list[tuple[int, int, int]]:
-    """`kcat -G` until every assigned partition is at its end; (partition, offset, value)s."""
+    """`kcat -G` until every assigned partition is at its end; (partition, offset, value)s.
+
+    Not `-o beginning`: in -G mode kcat seeks every assigned partition to it, committed offsets
+    or not (on Kafka too), so a second run would re-read; auto.offset.reset only fills gaps.
+    """
     kcat = shutil.which("kcat")
     assert kcat is not None, "kcat is not installed (apt-get install kcat)"
     command = [kcat, "-b", bootstrap, "-G", group, "-X", "auto.offset.reset=earliest", "-e", "-q"]
@@ -365,7 +369,8 @@ def kcat_group(bootstrap: str, group: str, topic: str) -> list[tuple[int, int, i
     command += ["-X", "heartbeat.interval.ms=500", "-X", "fetch.wait.max.ms=50", topic]
     result = subprocess.run(command, capture_output=True, text=True, timeout=40, check=False)
     assert result.returncode == 0, result.stderr
-    return [tuple(int(field) for field in line.split()) for line in result.stdout.splitlines()]  # type: ignore[misc]
+    fields = [line.split() for line in result.stdout.splitlines()]
+    return [(int(p), int(o), int(v)) for p, o, v in fields]
 
 
 def test_kcat_group_consumer_commits_what_it_read(bootstrap: str) -> None:
