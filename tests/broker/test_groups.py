@@ -341,3 +341,50 @@ def test_admin_deletes_an_empty_group_but_not_an_active_one(broker: ServedBroker
         assert refused.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
     finally:
         busy.close()
+
+
+def test_offsets_expire_after_the_group_empties(tmp_path: Path) -> None:
+    """offsets.retention (here in ms) counts from when the group emptied; then the group is
+    gone, across a restart too."""
+    settings = [
+        "-c",
+        "offsets.retention.ms=1500",
+        "-c",
+        "offsets.retention.check.interval.ms=100",
+    ]
+    served = start_broker(tmp_path / "data", tmp_path / "broker.log", *settings)
+    topic, group = "expiring", "short-lived"
+    try:
+        create_topic(served.bootstrap, topic)
+        produce(served.bootstrap, topic, 12)
+        member = Member(consumer_config(served.bootstrap, group), topic)
+        wait_until(lambda: len(member.consumed) == 12, what="every record consumed")
+        member.close(commit=True)
+        probe = Consumer(consumer_config(served.bootstrap, group))
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        committed = probe.committed(partitions, timeout=10)
+        assert sorted(tp.offset for tp in committed) == [2] * PARTITIONS
+        admin = AdminClient(quiet(served.bootstrap))
+
+        def listed() -> set[str]:
+            groups = admin.list_consumer_groups().result(timeout=10)
+            return {listing.group_id for listing in groups.valid}
+
+        assert group in listed()
+        wait_until(lambda: group not in listed(), timeout=20, what="the group to expire")
+        assert [tp.offset for tp in probe.committed(partitions, timeout=10)] == [-1001] * 6
+        probe.close()
+    finally:
+        assert served.stop() == 0, served.log_tail()
+    again = start_broker(tmp_path / "data", tmp_path / "broker.log")
+    try:
+        admin = AdminClient(quiet(again.bootstrap))
+        groups = admin.list_consumer_groups().result(timeout=10)
+        assert group not in {listing.group_id for listing in groups.valid}
+    finally:
+        assert again.stop() == 0, again.log_tail()
+
+
+def test_an_unknown_broker_setting_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match=r"unknown broker setting 'offsets\.retention\.hours'"):
+        start_broker(tmp_path / "data", tmp_path / "broker.log", "-c", "offsets.retention.hours=1")

@@ -591,3 +591,79 @@ def test_offset_delete_is_conservative_with_undecodable_subscriptions() -> None:
         [GROUP_SUBSCRIBED_TO_TOPIC, GROUP_SUBSCRIBED_TO_TOPIC],
     )
     assert len(h.coordinator.fetch_offsets(GROUP, None)) == 2
+
+
+# --- offset expiry -----------------------------------------------------------------------------
+
+RETENTION = 60_000
+CHECK = 1_000
+
+
+def expiring() -> Harness:
+    return Harness(offsets_retention_ms=RETENTION, offsets_retention_check_interval_ms=CHECK)
+
+
+def stay_alive(h: Harness, duration_ms: int, generation: int, *members: str) -> None:
+    """Let time pass with every member heartbeating within its session."""
+    for _ in range(duration_ms // (SESSION // 2)):
+        h.tick(SESSION // 2)
+        for member in members:
+            assert h.heartbeat(member, generation) == NONE
+
+
+def committed_keys(h: Harness) -> set[tuple[str, int]]:
+    return {(t, p) for t, p, _ in h.coordinator.fetch_offsets(GROUP, None)}
+
+
+def test_an_empty_consumer_group_expires_retention_after_it_emptied() -> None:
+    h = expiring()
+    leader, follower, generation = stable_pair(h)
+    assert h.commit(leader, generation, 42) == NONE
+    stay_alive(h, RETENTION * 2, generation, leader, follower)  # nothing expires meanwhile
+    assert committed_keys(h) == {("t", 0)}
+    assert h.leave((leader, None), (follower, None)) == [NONE, NONE]
+    assert h.state() is GroupState.EMPTY
+    records = h.coordinator.drain_records()
+    h.tick(RETENTION - CHECK)  # the commit is old, but the group has been empty only this long
+    assert committed_keys(h) == {("t", 0)}
+    h.tick(2 * CHECK)
+    assert GROUP not in h.coordinator.groups
+    assert h.coordinator.describe(GROUP).state == "Dead"
+    tombstones = h.coordinator.drain_records()
+    assert set(tombstones) == {(offset_key(GROUP, "t", 0), None), (b'["group","g"]', None)}
+    assert restored(records + tombstones, h.now).groups == {}
+
+
+def test_simple_commits_expire_one_by_one_from_their_commit_time() -> None:
+    h = expiring()
+    assert commit_simple(h, ("t", 0, 1)) == [NONE]
+    h.tick(RETENTION // 2)
+    assert commit_simple(h, ("t", 1, 2)) == [NONE]
+    h.tick(RETENTION // 2 + CHECK)
+    assert committed_keys(h) == {("t", 1)}
+    assert h.coordinator.drain_records()[-1] == (offset_key(GROUP, "t", 0), None)
+    h.tick(RETENTION // 2)
+    assert GROUP not in h.coordinator.groups
+
+
+def test_a_stable_group_keeps_subscribed_topics_and_loses_the_others() -> None:
+    h = expiring()
+    assert commit_simple(h, ("t", 0, 1), ("u", 0, 2)) == [NONE, NONE]
+    token = h.join_new(protocols=[("range", subscription("t"))])
+    member = h.join_result(token).member_id
+    generation = h.join_result(token).generation_id
+    h.sync(member, generation, {member: b"a"})
+    stay_alive(h, RETENTION * 2, generation, member)
+    assert committed_keys(h) == {("t", 0)}
+    assert h.state() is GroupState.STABLE
+    assert h.coordinator.expire_offsets(h.now) == 0
+
+
+def test_expiry_waits_for_the_check_interval() -> None:
+    h = Harness(offsets_retention_ms=10, offsets_retention_check_interval_ms=RETENTION)
+    assert commit_simple(h, ("t", 0, 1)) == [NONE]
+    h.tick(100)
+    h.tick(100)
+    assert committed_keys(h) == {("t", 0)}
+    h.tick(RETENTION)
+    assert committed_keys(h) == set()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from headwater.coordinator.group import CoordinatorConfig
 from headwater.errors import ConfigError
 from headwater.protocol.connection import FRAME_BYTES_MAX_DEFAULT, IN_FLIGHT_REQUESTS_MAX_DEFAULT
 
@@ -27,6 +30,20 @@ def parse_address(text: str, *, default_port: int = 9092) -> tuple[str, int]:
     return host, port
 
 
+# Kafka's broker setting -> (CoordinatorConfig field, multiplier to its unit).
+_COORDINATOR_SETTINGS = {
+    "group.initial.rebalance.delay.ms": ("initial_rebalance_delay_ms", 1),
+    "group.min.session.timeout.ms": ("session_timeout_ms_min", 1),
+    "group.max.session.timeout.ms": ("session_timeout_ms_max", 1),
+    "group.max.size": ("group_members_max", 1),
+    "offset.metadata.max.bytes": ("offset_metadata_bytes_max", 1),
+    "offsets.retention.minutes": ("offsets_retention_ms", 60_000),
+    # Not Kafka's (it has minutes only): the same in milliseconds, for tests and demos.
+    "offsets.retention.ms": ("offsets_retention_ms", 1),
+    "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", 1),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerConfig:
     data_dir: str
@@ -41,12 +58,38 @@ class BrokerConfig:
     frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT  # socket.request.max.bytes
     in_flight_max: int = IN_FLIGHT_REQUESTS_MAX_DEFAULT
     connections_max: int = CONNECTIONS_MAX_DEFAULT  # max.connections
+    # group.* and offsets.* settings, by Kafka's names through `with_settings`.
+    group_coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
 
     def __post_init__(self) -> None:
         if self.default_partitions < 1:
             raise ConfigError("num.partitions must be at least 1")
         if self.connections_max < 1 or self.in_flight_max < 1 or self.frame_bytes_max < 1024:
             raise ConfigError("connection bounds must be positive (frames at least 1 KiB)")
+
+    def with_settings(self, settings: Mapping[str, str]) -> BrokerConfig:
+        """This config with broker settings given by Kafka's names (`headwater serve -c`)."""
+        coordinator: dict[str, int] = {}
+        for key, text in settings.items():
+            field_name, scale = _COORDINATOR_SETTINGS.get(key, (None, 0))
+            if field_name is None:
+                known = ", ".join(sorted(_COORDINATOR_SETTINGS))
+                raise ConfigError(f"unknown broker setting {key!r} (known: {known})")
+            try:
+                value = int(text)
+            except ValueError:
+                raise ConfigError(
+                    f"broker setting {key!r} must be an integer, not {text!r}"
+                ) from None
+            if value < 0:
+                raise ConfigError(f"broker setting {key!r} must not be negative")
+            coordinator[field_name] = value * scale
+        group = dataclasses.replace(self.group_coordinator, **coordinator)
+        if group.session_timeout_ms_min > group.session_timeout_ms_max:
+            raise ConfigError("group.min.session.timeout.ms exceeds group.max.session.timeout.ms")
+        if group.offsets_retention_check_interval_ms < 1:
+            raise ConfigError("offsets.retention.check.interval.ms must be positive")
+        return dataclasses.replace(self, group_coordinator=group)
 
     @property
     def advertised(self) -> tuple[str, int]:

@@ -83,7 +83,7 @@ class GroupHandlers:
         self.config = config
         self._port = port
         self.manager = manager
-        self.coordinator = GroupCoordinator(coordinator_config)
+        self.coordinator = GroupCoordinator(coordinator_config or config.group_coordinator)
         self.supported_versions = dict(GROUP_SUPPORTED_VERSIONS)
         self.table: dict[int, Callable[[Request], Awaitable[Reply]]] = {
             8: self.offset_commit,

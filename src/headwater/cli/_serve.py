@@ -9,7 +9,12 @@ from typing import Annotated
 
 import typer
 
-from headwater.cli._common import DataDirOption, reporting_errors, resolve_data_dir
+from headwater.cli._common import (
+    DataDirOption,
+    parse_key_values,
+    reporting_errors,
+    resolve_data_dir,
+)
 
 
 def serve_command(
@@ -28,6 +33,16 @@ def serve_command(
     auto_create: Annotated[
         bool, typer.Option("--auto-create/--no-auto-create", help="Create topics on first use.")
     ] = True,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-c",
+            "--config",
+            metavar="KEY=VALUE",
+            help="A broker setting by Kafka's name (group.*, offsets.retention.minutes, ...).",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Log more.")] = False,
 ) -> None:
     """Serve the Kafka protocol: any Kafka client or tool can produce and consume."""
@@ -51,7 +66,7 @@ def serve_command(
             advertised_port=advertised_port,
             default_partitions=partitions,
             auto_create_topics=auto_create,
-        )
+        ).with_settings(parse_key_values(settings, "broker setting"))
         try:
             import uvloop
 

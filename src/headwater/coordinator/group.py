@@ -73,6 +73,9 @@ SESSION_TIMEOUT_MS_MAX_DEFAULT = 1_800_000
 # group.initial.rebalance.delay.ms: Kafka's default is 3000; one node with tests that start
 # consumers together does not need it, and 0 makes the first generation immediate.
 INITIAL_REBALANCE_DELAY_MS_DEFAULT = 0
+# Kafka's offsets.retention.minutes (7 days) and offsets.retention.check.interval.ms (10 min).
+OFFSETS_RETENTION_MS_DEFAULT = 7 * 24 * 60 * 60 * 1000
+OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT = 10 * 60 * 1000
 
 
 class GroupState(enum.Enum):
@@ -94,6 +97,8 @@ class CoordinatorConfig:
     groups_max: int = GROUPS_MAX
     offsets_per_group_max: int = OFFSETS_PER_GROUP_MAX
     offset_metadata_bytes_max: int = OFFSET_METADATA_BYTES_MAX
+    offsets_retention_ms: int = OFFSETS_RETENTION_MS_DEFAULT
+    offsets_retention_check_interval_ms: int = OFFSETS_RETENTION_CHECK_INTERVAL_MS_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,7 @@ class Group:
     rebalance_deadline_ms: int = 0
     delay_until_ms: int = 0  # group.initial.rebalance.delay: no completion before this
     delay_limit_ms: int = 0  # ... and never extended past this
+    empty_since_ms: int = 0  # when the group last became Empty: its offsets expire from then
 
     def rebalance_timeout_ms(self) -> int:
         return max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
@@ -272,6 +278,7 @@ class GroupCoordinator:
         self.config = config or CoordinatorConfig()
         self.groups: dict[str, Group] = {}
         self._records: list[tuple[bytes, bytes | None]] = []
+        self._next_expiry_check_ms: int | None = None
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -336,6 +343,7 @@ class GroupCoordinator:
                     known.generation_id = 0
                     known.protocol_type = known.protocol_name = known.leader = None
                     known.state = GroupState.EMPTY
+                    known.empty_since_ms = now_ms
                     self._drop_if_blank(known)
                 return
             group = self.groups.get(group_id) or self._new_group(group_id)
@@ -362,6 +370,7 @@ class GroupCoordinator:
                 if member.group_instance_id is not None:
                     group.static_members[member.group_instance_id] = member.member_id
             group.state = GroupState.STABLE if group.members else GroupState.EMPTY
+            group.empty_since_ms = now_ms  # not stored: a restart restarts the retention clock
 
     def _drop_if_blank(self, group: Group) -> None:
         """Replay only: forget a group that tombstones left without metadata or offsets."""
@@ -477,6 +486,7 @@ class GroupCoordinator:
         group.generation_id += 1
         if not group.members:
             group.state = GroupState.EMPTY
+            group.empty_since_ms = now_ms
             group.protocol_name = None
             group.leader = None
             self._persist_group(group)
@@ -829,7 +839,13 @@ class GroupCoordinator:
     # --- time -----------------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> list[Completion]:
-        """Expire sessions, pending members and rebalances that ran out of time."""
+        """Expire sessions, pending members and rebalances that ran out of time; and, every
+        `offsets_retention_check_interval_ms`, committed offsets past their retention."""
+        if self._next_expiry_check_ms is None:
+            self._next_expiry_check_ms = now_ms + self.config.offsets_retention_check_interval_ms
+        elif now_ms >= self._next_expiry_check_ms:
+            self._next_expiry_check_ms = now_ms + self.config.offsets_retention_check_interval_ms
+            self.expire_offsets(now_ms)
         completions: list[Completion] = []
         for group in self.groups.values():
             expired_pending = [m for m, t in group.pending_members.items() if t <= now_ms]
@@ -925,6 +941,44 @@ class GroupCoordinator:
             return ILLEGAL_GENERATION
         member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms
         return NONE
+
+    def expire_offsets(self, now_ms: int) -> int:
+        """Delete committed offsets past `offsets_retention_ms`, as Kafka does; how many went.
+
+        A consumer group's offsets expire together, once it has been Empty that long; a group
+        that only ever committed (no protocol type: a consumer assigning its own partitions)
+        loses each offset that long after its commit; a Stable consumer group keeps the offsets
+        of topics it subscribes to, and loses the others by commit time (KIP-496). An Empty
+        group left with no offsets is deleted (Dead), its metadata tombstoned.
+        """
+        retention_ms = self.config.offsets_retention_ms
+        expired = 0
+        for group in list(self.groups.values()):
+            entries = group.offsets.items()
+            if group.state is GroupState.EMPTY and group.protocol_type is not None:
+                doomed = (
+                    list(group.offsets) if now_ms >= group.empty_since_ms + retention_ms else []
+                )
+            elif group.state is GroupState.EMPTY:
+                doomed = [k for k, e in entries if now_ms >= e.commit_timestamp_ms + retention_ms]
+            elif group.state is GroupState.STABLE and group.protocol_type == "consumer":
+                doomed = [
+                    (topic, partition)
+                    for (topic, partition), entry in entries
+                    if now_ms >= entry.commit_timestamp_ms + retention_ms
+                    and not self._subscribed(group, topic)
+                ]
+            else:
+                continue  # mid-rebalance: decided again at the next check
+            for topic, partition in doomed:
+                del group.offsets[(topic, partition)]
+                self._records.append((offset_key(group.group_id, topic, partition), None))
+            expired += len(doomed)
+            if group.state is GroupState.EMPTY and not group.offsets and not group.members:
+                self._records.append((group_key(group.group_id), None))
+                group.state = GroupState.DEAD
+                del self.groups[group.group_id]
+        return expired
 
     def fetch_offsets(
         self, group_id: str, partitions: Sequence[tuple[str, int]] | None
