@@ -22,24 +22,18 @@ from headwater.coordinator.group import (
     UNKNOWN_SERVER_ERROR,
     Completion,
     CoordinatorConfig,
-    GroupCoordinator,
     JoinResult,
     SyncResult,
 )
+from headwater.coordinator.store import OFFSETS_TOPIC, GroupStore
 from headwater.errors import HeadwaterError
 from headwater.log.manager import LogManager
-from headwater.log.partition_log import PartitionLog
-from headwater.log.record_batch import NewRecord
 from headwater.protocol import messages as m
 from headwater.protocol.connection import Request
 
 _log = logging.getLogger(__name__)
 
-OFFSETS_TOPIC = "__consumer_offsets"
-OFFSETS_TOPIC_CONFIG = {"cleanup.policy": "compact"}
 TICK_INTERVAL_MS = 100
-# Bytes read per step while rebuilding the state at startup.
-REPLAY_READ_BYTES = 1024 * 1024
 UNKNOWN_TOPIC_OR_PARTITION = 3
 KAFKA_STORAGE_ERROR = 56
 INVALID_REQUEST = 42
@@ -83,7 +77,6 @@ class GroupHandlers:
         self.config = config
         self._port = port
         self.manager = manager
-        self.coordinator = GroupCoordinator(coordinator_config or config.group_coordinator)
         self.supported_versions = dict(GROUP_SUPPORTED_VERSIONS)
         self.table: dict[int, Callable[[Request], Awaitable[Reply]]] = {
             8: self.offset_commit,
@@ -101,47 +94,22 @@ class GroupHandlers:
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[JoinResult | SyncResult]] = {}
         self._ticker: asyncio.Task[None] | None = None
-        self._log = self._open_offsets_topic()
-        self._replay()
+        self.store = GroupStore(
+            manager, coordinator_config or config.group_coordinator, now_ms=_now_ms()
+        )
+        self.coordinator = self.store.coordinator
 
     # --- storage --------------------------------------------------------------------------
 
-    def _open_offsets_topic(self) -> PartitionLog:
-        if not self.manager.has_topic(OFFSETS_TOPIC):
-            self.manager.create_topic(OFFSETS_TOPIC, 1, OFFSETS_TOPIC_CONFIG)
-        return self.manager.partition(OFFSETS_TOPIC, 0)
-
-    def _replay(self) -> None:
-        """Rebuild groups and committed offsets from __consumer_offsets."""
-        now = _now_ms()
-        offset = self._log.log_start_offset
-        end = self._log.log_end_offset
-        count = 0
-        while offset < end:
-            result = self._log.read_records(offset, REPLAY_READ_BYTES)
-            for record in result.records:
-                if record.key is not None:
-                    self.coordinator.replay(record.key, record.value, now)
-                    count += 1
-            if result.next_offset <= offset:
-                break
-            offset = result.next_offset
-        _log.info("rebuilt %d groups from %d records", len(self.coordinator.groups), count)
-
     async def _persist(self) -> bool:
         """Append the records the machine queued and wait until they are on disk."""
-        records = self.coordinator.drain_records()
-        if not records:
-            return True
         try:
-            outcome = self._log.append_records(
-                [NewRecord(key, value) for key, value in records], wait_for_flush=False
-            )
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._log.flush, outcome.last_offset + 1
-            )
+            end = self.store.append()
+            if end is None:
+                return True
+            await asyncio.get_running_loop().run_in_executor(None, self.store.flush, end)
         except (HeadwaterError, OSError):
-            _log.exception("writing %d records to %s failed", len(records), OFFSETS_TOPIC)
+            _log.exception("writing to %s failed", OFFSETS_TOPIC)
             return False
         return True
 
