@@ -366,12 +366,27 @@ def test_static_member_rejoin_replaces_without_a_rebalance() -> None:
     assert h.join_result(h.join(first.member_id, instance="i-1")).error_code == FENCED_INSTANCE_ID
 
 
-def test_static_member_with_new_protocols_rebalances() -> None:
+def test_static_member_with_new_subscription_bytes_keeps_its_place() -> None:
+    """Kafka rebalances a static rejoin only if the group's protocol would change: a restarted
+    client whose subscription bytes differ (it now reports owned partitions) does not."""
     h = Harness()
     first = h.join_result(h.join(instance="i-1"))
     h.sync(first.member_id, 1)
     t = h.join(instance="i-1", protocols=[("range", b"changed")])
+    assert h.join_result(t).generation_id == 1
+    assert h.join_result(t).skip_assignment
+    assert h.state() is GroupState.STABLE
+
+
+def test_static_member_whose_protocols_change_the_choice_rebalances() -> None:
+    h = Harness()
+    both = [("range", b"m"), ("roundrobin", b"m")]
+    first = h.join_result(h.join(instance="i-1", protocols=both))
+    assert first.protocol_name == "range"
+    h.sync(first.member_id, 1)
+    t = h.join(instance="i-1", protocols=list(reversed(both)))
     assert h.join_result(t).generation_id == 2
+    assert h.join_result(t).protocol_name == "roundrobin"
 
 
 def test_static_leave_by_instance_id() -> None:

@@ -674,18 +674,22 @@ class GroupCoordinator:
         self, group: Group, token: int, now_ms: int, member: Member, completions: list[Completion]
     ) -> list[Completion]:
         """A known group.instance.id rejoined with no member id: the new member takes the old
-        one's place (the old one is fenced). In a Stable group with the same protocols it keeps
-        its assignment and no rebalance happens (KIP-345)."""
+        one's place (the old one is fenced). In a Stable group it keeps its assignment and no
+        rebalance happens (KIP-345), unless its protocols would change the group's selected
+        protocol: as in Kafka, new subscription bytes alone (a restarted client reporting its
+        owned partitions) do not rebalance."""
         assert member.group_instance_id is not None
         old_id = group.static_members[member.group_instance_id]
         old = group.members[old_id]
         was_leader = group.leader == old_id
-        unchanged = old.same_protocols(member.protocols)
         self._remove_member(group, old_id, FENCED_INSTANCE_ID, completions)
         member.assignment = old.assignment
         if was_leader:
             group.leader = member.member_id
-        if group.state is GroupState.STABLE and unchanged:
+        group.members[member.member_id] = member  # for the protocol vote below
+        same_protocol = self._select_protocol(group) == group.protocol_name
+        del group.members[member.member_id]
+        if group.state is GroupState.STABLE and same_protocol:
             member.join_token = None
             self._add_member(group, member, now_ms)
             self._persist_group(group)
