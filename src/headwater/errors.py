@@ -15,6 +15,24 @@ class HeadwaterError(Exception):
     retriable: bool = False
 
 
+class ClientError(HeadwaterError):
+    """An error a client can be given: every backend (embedded, Kafka) raises these types for
+    the same situation, so application code catches one type whichever runs it.
+
+    Typed subclasses carry Kafka's code as a class attribute; a bare `ClientError` carries the
+    code it was given (-1 when Kafka has none for it).
+    """
+
+    def __init__(
+        self, message: str = "", *, error_code: int | None = None, retriable: bool | None = None
+    ) -> None:
+        super().__init__(message)
+        if error_code is not None:
+            self.error_code = error_code
+        if retriable is not None:
+            self.retriable = retriable
+
+
 class InvariantViolation(HeadwaterError):
     """Something that must always hold did not: a bug, never bad input."""
 
@@ -22,7 +40,7 @@ class InvariantViolation(HeadwaterError):
 # --- configuration and usage -------------------------------------------------------------
 
 
-class ConfigError(HeadwaterError):
+class ConfigError(ClientError):
     """A configuration key is unknown or its value is invalid."""
 
     error_code = 40  # INVALID_CONFIG
@@ -35,7 +53,7 @@ class DataDirectoryLockedError(HeadwaterError):
 # --- topics and partitions ---------------------------------------------------------------
 
 
-class TopicError(HeadwaterError):
+class TopicError(ClientError):
     """A base for errors about a topic as a whole."""
 
 
@@ -63,7 +81,7 @@ class InvalidPartitionsError(TopicError):
 # --- records and offsets ------------------------------------------------------------------
 
 
-class RecordError(HeadwaterError):
+class RecordError(ClientError):
     """A base for errors about records and batches."""
 
 
@@ -99,7 +117,7 @@ class OffsetOutOfRangeError(RecordError):
 # --- storage ------------------------------------------------------------------------------
 
 
-class StorageError(HeadwaterError):
+class StorageError(ClientError):
     """The disk failed under us: full, read-only, or an I/O error."""
 
     error_code = 56  # KAFKA_STORAGE_ERROR
@@ -115,19 +133,6 @@ class LogClosedError(StorageError):
 
 
 # --- clients ------------------------------------------------------------------------------
-
-
-class ClientError(HeadwaterError):
-    """A client operation failed; `error_code` is Kafka's code when a broker or the log gave one.
-
-    Raised by every backend for the same situation, so application code catches one type
-    whether it runs embedded or against brokers.
-    """
-
-    def __init__(self, message: str, *, error_code: int = -1, retriable: bool = False) -> None:
-        super().__init__(message)
-        self.error_code = error_code
-        self.retriable = retriable
 
 
 class ClientClosedError(ClientError):

@@ -310,27 +310,17 @@ def _topic_info(manager: LogManager, topic: str, *, create: bool) -> TopicInfo:
 
 # --- errors ------------------------------------------------------------------------------------
 #
-# The log raises typed errors (UnknownTopicOrPartitionError, ...). The client API raises each in a
-# flavour that is also a `ClientError`, as the Kafka backend does, so `except ClientError` and
-# `except UnknownTopicOrPartitionError` both catch it whichever backend raised it.
-
-_CLIENT_FLAVOURS: dict[type[HeadwaterError], type[ClientError]] = {}
+# The log raises typed errors (UnknownTopicOrPartitionError, ...), each a `ClientError` already,
+# as the Kafka backend raises them. The few that are not (a data directory locked by another
+# process, a failed invariant, producer-state errors) become a `ClientError` with their code.
 
 
 def _client_error(error: HeadwaterError) -> ClientError:
-    """`error` as its own type and a `ClientError`, with the same message and Kafka code."""
+    """`error` as a `ClientError`, keeping its message, Kafka code and cause."""
     if isinstance(error, ClientError):
         return error
-    kind = type(error)
-    flavour = _CLIENT_FLAVOURS.get(kind)
-    if flavour is None:
-        made = type(kind.__name__, (kind, ClientError), {"__module__": __name__})
-        flavour = _CLIENT_FLAVOURS.setdefault(kind, cast(type[ClientError], made))
-    converted = flavour.__new__(flavour)
-    ClientError.__init__(
-        converted, str(error), error_code=error.error_code, retriable=error.retriable
-    )
-    converted.__cause__ = error.__cause__
+    converted = ClientError(str(error), error_code=error.error_code, retriable=error.retriable)
+    converted.__cause__ = error
     return converted
 
 
