@@ -599,3 +599,36 @@ def test_log_append_time(brokers: dict[str, str]) -> None:
         return kind, before - 1000 <= stamp <= after + 1000
 
     differential(brokers, scenario)
+
+
+def test_create_topics_with_a_name_twice(brokers: dict[str, str]) -> None:
+    """A CreateTopics naming a topic twice: one answer per name (the response is a map),
+    INVALID_REQUEST for the doubled one, which is not created; the other is."""
+    import socket
+
+    from test_robustness import decode_response, encode_request, framed
+
+    from headwater.protocol import messages as m
+
+    def scenario(bootstrap: str) -> Any:
+        doubled, single = unique("doubled"), unique("single")
+        topics = [
+            m.CreateTopicsRequestCreatableTopic(name=name, num_partitions=1, replication_factor=1)
+            for name in (doubled, single, doubled)
+        ]
+        request = m.CreateTopicsRequest(topics=topics, timeout_ms=15_000)
+        host, port = bootstrap.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=20) as sock:
+            sock.sendall(framed(encode_request(19, 5, 1, request)))
+            size = int.from_bytes(sock.recv(4, socket.MSG_WAITALL), "big")
+            payload = sock.recv(size, socket.MSG_WAITALL)
+        _, response = decode_response(payload, 19, 5)
+        answers = [
+            (topic.name == doubled, topic.error_code)
+            for topic in response.topics  # type: ignore[attr-defined]
+        ]
+        time.sleep(0.5)  # Kafka's metadata catches up with its controller
+        listed = admin(bootstrap).list_topics(timeout=10).topics
+        return sorted(answers), doubled in listed, single in listed
+
+    differential(brokers, scenario)

@@ -10,6 +10,7 @@ on the disk.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -408,9 +409,18 @@ class Handlers:
     async def create_topics(self, request: Request) -> Reply:
         body: m.CreateTopicsRequest = request.body
         results = []
+        counts = collections.Counter(topic.name for topic in body.topics)
+        answered: set[str] = set()
         for topic in body.topics:
+            if topic.name in answered:
+                continue  # the response holds one entry per name (a map, as Kafka sends it)
+            answered.add(topic.name)
             result = m.CreateTopicsResponseCreatableTopicResult(name=topic.name)
             results.append(result)
+            if counts[topic.name] > 1:
+                result.error_code = INVALID_REQUEST
+                result.error_message = "Duplicate topic name."
+                continue
             partitions = (
                 topic.num_partitions
                 if topic.num_partitions != -1
