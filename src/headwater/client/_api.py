@@ -25,6 +25,7 @@ from headwater.client._types import (
     TopicDescription,
     TopicPartition,
 )
+from headwater.errors import ClientClosedError
 
 if TYPE_CHECKING:
     from headwater.client._async import AsyncAdmin, AsyncConsumer, AsyncProducer
@@ -138,9 +139,12 @@ class Consumer(abc.ABC):
         seconds for the first; an empty list when none came."""
 
     def __iter__(self) -> Iterator[ConsumerRecord]:
-        """Records forever (until `close`), polling in between."""
+        """Records forever (until `close`, from any thread), polling in between."""
         while not self.closed:
-            record = self.poll(0.5)
+            try:
+                record = self.poll(0.5)
+            except ClientClosedError:
+                return  # closed by another thread while this one waited
             if record is not None:
                 yield record
 

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, NamedTuple, TypeVar
@@ -1047,16 +1047,6 @@ class KafkaConsumer(Consumer):
         return {_ours(item) for item in self._consumer.assignment()}
 
     # --- reading ----------------------------------------------------------------------------
-
-    def __iter__(self) -> Iterator[ConsumerRecord]:
-        """Records until `close`, which another thread may call at any moment."""
-        while not self.closed:
-            try:
-                record = self.poll(0.5)
-            except ClientClosedError:
-                return
-            if record is not None:
-                yield record
 
     def poll(self, timeout: float | None = None) -> ConsumerRecord | None:
         self._raise_pending()
