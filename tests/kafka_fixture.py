@@ -297,8 +297,7 @@ class KafkaBroker:
             "kafka.tools.StorageTool",
             "format",
             "--ignore-formatted",
-            "-t",
-            self.cluster_id,
+            f"--cluster-id={self.cluster_id}",  # one argument: an id may start with "-"
             "-c",
             str(properties),
         )

@@ -122,12 +122,15 @@ def partitions_of(backend: Backend, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p.partition) for p in described.partitions]
 
 
-def read_topic(backend: Backend, topic: str, count: int, **settings: Any) -> list[ConsumerRecord]:
-    """Every partition from the beginning, without a group: `count` records, then no more."""
+def read_topic(
+    backend: Backend, topic: str, count: int, *, exactly: bool = False, **settings: Any
+) -> list[ConsumerRecord]:
+    """Every partition from the beginning, without a group: `count` records (and, `exactly`,
+    no more)."""
     with backend.consumer(**settings) as consumer:
         consumer.assign(dict.fromkeys(partitions_of(backend, topic), OFFSET_BEGINNING))
         records = consume(consumer, count)
-        extra = consumer.poll(0.3)
+        extra = consumer.poll(0.3) if exactly else None
     assert extra is None, f"a record beyond the {count} expected: {extra}"
     return records
 
@@ -146,6 +149,24 @@ def produce(
     ]
     assert producer.flush(SETTLE) == 0, "records left unacknowledged after flush"
     return [future.result(SETTLE) for future in futures]
+
+
+def fill(
+    backend: Backend,
+    topic: str,
+    partitions: int,
+    count: int,
+    timestamp: Callable[[int], int] | None = None,
+) -> set[tuple[int, int]]:
+    """`count` records in each partition, value b"p<partition>-<i>" (timestamp `timestamp(i)`
+    if given); returns every (partition, offset) written."""
+    with backend.producer() as producer:
+        for p in range(partitions):
+            for i in range(count):
+                stamp = None if timestamp is None else timestamp(i)
+                producer.send(topic, f"p{p}-{i}".encode(), partition=p, timestamp=stamp)
+        assert producer.flush(SETTLE) == 0, "records left unacknowledged after flush"
+    return {(p, o) for p in range(partitions) for o in range(count)}
 
 
 def by_partition(records: Iterable[ConsumerRecord]) -> dict[int, list[ConsumerRecord]]:

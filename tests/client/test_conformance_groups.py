@@ -3,6 +3,7 @@ killed member's partitions move without loss, rebalance callbacks, commits and r
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from backends import (
     assigned_partitions,
     by_partition,
     consume,
+    fill,
     poll_round,
     poll_until,
     produce,
@@ -32,16 +34,6 @@ pytestmark = pytest.mark.timeout(120)
 PARTITIONS = 6
 PER_PARTITION = 10
 MEMBER_SCRIPT = Path(__file__).resolve().parent / "member_process.py"
-
-
-def fill(backend: Backend, topic: str) -> set[tuple[int, int]]:
-    """PER_PARTITION records in each partition; returns every (partition, offset)."""
-    with backend.producer() as producer:
-        for p in range(PARTITIONS):
-            produce(
-                producer, topic, [f"{p}-{i}".encode() for i in range(PER_PARTITION)], partition=p
-            )
-    return {(p, o) for p in range(PARTITIONS) for o in range(PER_PARTITION)}
 
 
 @pytest.mark.parametrize("assignor", ["range", "roundrobin", "cooperative-sticky"])
@@ -67,7 +59,7 @@ def test_three_members_split_partitions_and_consume_each_record_once(
     assert {tp for m in described.members for tp in m.assignment} == {
         TopicPartition(topic, p) for p in range(PARTITIONS)
     }
-    expected = fill(backend, topic)
+    expected = fill(backend, topic, PARTITIONS, PER_PARTITION)
     poll_until(members, seen, lambda: sum(map(len, seen)) >= len(expected), "every record")
     for member, records in zip(members, seen, strict=True):
         assert {r.partition for r in records} <= {tp.partition for tp in member.assignment()}
@@ -99,30 +91,32 @@ class ProcessMember:
             )
         self.killed = False
 
-    def _events(self) -> list[tuple[str, str]]:
-        if not self.out.exists():
-            return []
-        lines = self.out.read_text().splitlines()
-        return [tuple(line.split(" ", 1)) for line in lines if line.count(" ") >= 1]  # type: ignore[misc]
+    def _events(self) -> list[tuple[str, list[int]]]:
+        """(kind, numbers) per line: A/R list partitions, C/K a partition and an offset."""
+        lines = self.out.read_text().splitlines() if self.out.exists() else []
+        events = []
+        for line in lines:
+            kind, _, rest = line.partition(" ")
+            events.append((kind, [int(n) for n in re.split("[ ,]", rest) if n not in ("", "-")]))
+        return events
 
     @property
     def assigned(self) -> set[int]:
         current: set[int] = set()
-        for kind, rest in self._events():
-            partitions = {int(p) for p in rest.split(",") if p != "-"}
+        for kind, numbers in self._events():
             if kind == "A":
-                current |= partitions
+                current |= set(numbers)
             elif kind == "R":
-                current -= partitions
+                current -= set(numbers)
         return current
 
     @property
     def consumed(self) -> list[tuple[int, int]]:
-        return [tuple(map(int, rest.split())) for kind, rest in self._events() if kind == "C"]  # type: ignore[misc]
+        return [(n[0], n[1]) for kind, n in self._events() if kind == "C"]
 
     @property
     def commits(self) -> dict[int, int]:
-        return dict(tuple(map(int, rest.split())) for kind, rest in self._events() if kind == "K")  # type: ignore[misc]
+        return {n[0]: n[1] for kind, n in self._events() if kind == "K"}
 
     def step(self) -> None:
         if not self.killed and self.process.poll() is not None:
@@ -211,7 +205,7 @@ def test_killed_member_partitions_move_and_nothing_is_lost(
 
         run_until(three_way, "the member and two survivors split the partitions 2/2/2")
         doomed = set(member.assigned)
-        expected = fill(backend, topic)
+        expected = fill(backend, topic, PARTITIONS, PER_PARTITION)
         run_until(lambda: len(member.consumed) >= 3, "the member reads a few records")
         member.kill()
         read_by_member = list(member.consumed)
@@ -380,3 +374,27 @@ def test_static_member_rejoins_without_a_rebalance(backend: Backend) -> None:
     assert events_b == settled, "the other member saw a rebalance"
     back.close()
     b.close()
+
+
+@pytest.mark.parametrize(("assignor", "sizes"), [("range", [2, 4]), ("roundrobin", [3, 3])])
+def test_assignors_over_two_topics(backend: Backend, assignor: str, sizes: list[int]) -> None:
+    topics, group = [backend.topic(3), backend.topic(3)], unique("two-topics")
+    members = [
+        backend.consumer(group_id=group, partition_assignment_strategy=assignor) for _ in range(2)
+    ]
+    for member in members:
+        member.subscribe(topics)
+
+    def settled() -> bool:
+        held = [member.assignment() for member in members]
+        return all(held) and sum(map(len, held)) == 6 and not held[0] & held[1]
+
+    poll_until(members, [[], []], settled, "six partitions split between two members")
+    held = [member.assignment() for member in members]
+    assert sorted(map(len, held)) == sizes  # range: per topic, the first member gets 2 of 3
+    if assignor == "range":
+        for topic in topics:
+            per_member = sorted(len({tp for tp in h if tp.topic == topic}) for h in held)
+            assert per_member == [1, 2]
+    for member in members:
+        member.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from backends import Backend, consume, produce
+from backends import Backend, consume, fill, produce
 
 from headwater.client import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
@@ -17,15 +17,10 @@ BASE_MS = (int(time.time()) - 3600) * 1000
 
 
 def filled(backend: Backend, partitions: int = 1, count: int = 10) -> str:
-    """A topic with `count` records in each partition, value b"p<partition>-<i>", timestamps
-    BASE_MS + 1000 * i."""
+    """A new topic with `count` records in each partition, value b"p<partition>-<i>",
+    timestamp BASE_MS + 1000 * i."""
     topic = backend.topic(partitions)
-    with backend.producer() as producer:
-        for p in range(partitions):
-            values = [f"p{p}-{i}".encode() for i in range(count)]
-            for i, value in enumerate(values):
-                producer.send(topic, value, partition=p, timestamp=BASE_MS + 1000 * i)
-        assert producer.flush(30) == 0
+    fill(backend, topic, partitions, count, timestamp=lambda i: BASE_MS + 1000 * i)
     return topic
 
 
@@ -188,3 +183,14 @@ def test_seek_past_the_end_follows_auto_offset_reset(backend: Backend, reset: st
             produce(producer, topic, [b"after"], partition=0)
         record = consume(consumer, 1)[0]
         assert (record.offset, record.value) == (3, b"after")
+
+
+def test_tiny_fetch_sizes_still_return_whole_records(backend: Backend) -> None:
+    topic = backend.topic()
+    values = [b"small", b"L" * 600_000, b"after"]
+    with backend.producer(linger_ms=0) as producer:
+        produce(producer, topic, values)
+    tp = TopicPartition(topic, 0)
+    with backend.consumer(fetch_max_bytes=1, max_partition_fetch_bytes=1) as consumer:
+        consumer.assign({tp: OFFSET_BEGINNING})
+        assert [r.value for r in consume(consumer, 3)] == values
