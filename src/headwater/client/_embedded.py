@@ -46,6 +46,7 @@ from headwater.client._api import (
     RebalanceCallback,
 )
 from headwater.client._config import KEYS, PASSTHROUGH_PREFIX, Role, parse_config, setting
+from headwater.client._futures import DeliveryFuture
 from headwater.client._serialization import (
     Deserializer,
     Serializer,
@@ -763,7 +764,7 @@ class EmbeddedProducer(Producer):
         key_bytes = serialize(self._key_serializer, key, topic, "key")
         value_bytes = serialize(self._value_serializer, value, topic, "value")
         header_items = _check_headers(headers, topic) if headers else ()
-        future: Future[RecordMetadata] = Future()
+        future: Future[RecordMetadata] = DeliveryFuture()
         try:
             info = _topic_info(self._manager, topic, create=True)
         except HeadwaterError as error:

@@ -17,6 +17,7 @@ librdkafka's own log lines go to the `headwater.client.librdkafka` logger.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import queue
@@ -59,6 +60,7 @@ from headwater.client._api import (
     RebalanceCallback,
 )
 from headwater.client._config import KEYS, PASSTHROUGH_PREFIX, Role, parse_config, setting
+from headwater.client._futures import DeliveryFuture
 from headwater.client._serialization import (
     deserialize,
     is_identity,
@@ -432,10 +434,9 @@ def _resolved_future(value: T) -> Future[T]:
 
 
 def _running_future() -> Future[Any]:
-    """A future the caller cannot cancel: it stands for work librdkafka already has."""
-    future: Future[Any] = Future()
-    future.set_running_or_notify_cancel()
-    return future
+    """A future the caller cannot cancel (it stands for work librdkafka already has), cheap
+    enough to make one per record."""
+    return DeliveryFuture()
 
 
 # --- producer -----------------------------------------------------------------------------------
@@ -537,24 +538,32 @@ class KafkaProducer(Producer):
         value_bytes = serialize(self._value_serializer, value, topic, "value")
         if partition is not None:
             self._check_partition(topic, partition)
-        future: Future[RecordMetadata] = _running_future()
-        if on_delivery is not None:
+        future = _RecordFuture(topic)
+        delivered: Callable[[KafkaError | None, Message], None]
+        if on_delivery is None:
+            delivered = future.delivered  # the common case: no Python frame of our own
+        else:
             with self._callbacks_lock:
                 self._callbacks_due += 1
-
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            self._complete(future, on_delivery, error, message, topic)
-
+            delivered = functools.partial(self._complete, future, on_delivery, topic)
+        stamp = _timestamp(timestamp)
+        header_list = _header_list(headers) if headers else None
         try:
-            self._produce(
-                topic,
-                value_bytes,
-                key_bytes,
-                partition,
-                _timestamp(timestamp),
-                _header_list(headers),
-                delivered,
-            )
+            try:
+                self._producer.produce(
+                    topic,
+                    value_bytes,
+                    key_bytes,
+                    -1 if partition is None else partition,
+                    on_delivery=delivered,
+                    timestamp=stamp,
+                    headers=header_list,
+                )
+            except (BufferError, KafkaException):
+                # A full queue or a refused record: the careful path waits or fails it.
+                self._produce(
+                    topic, value_bytes, key_bytes, partition, stamp, header_list, delivered
+                )
         except BaseException:
             if on_delivery is not None:
                 with self._callbacks_lock:
@@ -594,11 +603,22 @@ class KafkaProducer(Producer):
             return _resolved_future([])
         batch = _BatchDelivery(len(value_list), topic)
         stamp = _timestamp(timestamp)
+        target = -1 if partition is None else partition
+        produce = self._producer.produce
+        report = batch.delivered
         for index, (key_bytes, value_bytes) in enumerate(zip(key_list, value_list, strict=True)):
-            self._produce(
-                topic, value_bytes, key_bytes, partition, stamp, None, batch.callback(index)
-            )
-            self._sent()
+            callback = functools.partial(report, index)
+            try:
+                produce(
+                    topic, value_bytes, key_bytes, target, on_delivery=callback, timestamp=stamp
+                )
+            except (BufferError, KafkaException):
+                # A full queue or a refused record: the careful path waits or fails it.
+                self._produce(topic, value_bytes, key_bytes, partition, stamp, None, callback)
+        self._sends += len(value_list)
+        if not self._callbacks_due:
+            self._served_by_sender_at = time.monotonic()
+            self._producer.poll(0)
         return batch.future
 
     def _produce(
@@ -666,25 +686,22 @@ class KafkaProducer(Producer):
 
     def _complete(
         self,
-        future: Future[RecordMetadata],
-        on_delivery: DeliveryCallback | None,
+        future: _RecordFuture,
+        on_delivery: DeliveryCallback,
+        topic: str,
         error: KafkaError | None,
         message: Message,
-        topic: str,
     ) -> None:
+        """A report for a record with an `on_delivery` callback: the callback, then the future."""
         metadata, failure = _outcome(error, message, topic)
-        if on_delivery is not None:
-            try:
-                on_delivery(metadata, failure)
-            except Exception:
-                _log.exception("an on_delivery callback failed")
-            finally:
-                with self._callbacks_lock:
-                    self._callbacks_due -= 1
-        if failure is not None:
-            future.set_exception(failure)
-        else:
-            future.set_result(metadata)  # type: ignore[arg-type]
+        try:
+            on_delivery(metadata, failure)
+        except Exception:
+            _log.exception("an on_delivery callback failed")
+        finally:
+            with self._callbacks_lock:
+                self._callbacks_due -= 1
+        future.settle(metadata, failure)
 
     def _check_partition(self, topic: str, partition: int) -> None:
         """Refuse an explicit partition the topic does not have, before queueing."""
@@ -771,49 +788,97 @@ def _outcome(
         partition = message.partition()
         where = f"{topic}/{partition}" if partition is not None and partition >= 0 else topic
         return None, map_error(error, f"cannot deliver a record to {where}")
+    return _metadata(message, topic), None
+
+
+class _RecordFuture(DeliveryFuture[RecordMetadata]):
+    """The future of one `send`: holds the delivered message and makes its `RecordMetadata`
+    only when someone asks (most senders never look)."""
+
+    _built: RecordMetadata | None = None
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self._topic = topic
+
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
+        """librdkafka's delivery report for this record."""
+        if error is None:
+            self.set_result(message)  # type: ignore[arg-type]
+        else:
+            self.set_exception(_outcome(error, message, self._topic)[1])
+
+    def settle(self, metadata: RecordMetadata | None, failure: ClientError | None) -> None:
+        """Complete with an outcome already made (a callback needed it first)."""
+        if failure is not None or metadata is None:
+            self.set_exception(failure or ClientError("a delivery report without an outcome"))
+        else:
+            self._built = metadata
+            self.set_result(metadata)
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        built = self._built
+        if built is None:
+            message: Message = super().result(timeout)  # type: ignore[assignment]
+            built = self._built = _metadata(message, self._topic)
+        return built
+
+
+class _BatchFuture(DeliveryFuture[list[RecordMetadata]]):
+    """The future of a `send_many`: holds the delivered messages and turns them into
+    `RecordMetadata` only when someone asks (most bulk senders only flush)."""
+
+    _built: list[RecordMetadata] | None = None
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self._topic = topic
+
+    def result(self, timeout: float | None = None) -> list[RecordMetadata]:
+        built = self._built
+        if built is None:
+            messages: list[Message] = super().result(timeout)  # type: ignore[assignment]
+            built = self._built = [_metadata(message, self._topic) for message in messages]
+        return built
+
+
+def _metadata(message: Message, topic: str) -> RecordMetadata:
     kind, stamp = message.timestamp()
     offset = message.offset()
     partition = message.partition()
-    return (
-        RecordMetadata(
-            message.topic() or topic,
-            partition if partition is not None else -1,
-            offset if offset is not None and offset >= 0 else -1,
-            stamp if kind != confluent_kafka.TIMESTAMP_NOT_AVAILABLE else -1,
-        ),
-        None,
+    return RecordMetadata(
+        message.topic() or topic,
+        partition if partition is not None else -1,
+        offset if offset is not None and offset >= 0 else -1,
+        stamp if kind != confluent_kafka.TIMESTAMP_NOT_AVAILABLE else -1,
     )
 
 
 class _BatchDelivery:
-    """One future for many records: their metadata in send order, or the first failure."""
+    """One future for many records: their metadata in send order, or the first failure.
+
+    A report only files its message in the record's slot and counts; reports may come from two
+    polling threads at once, so slots are written once each and the count is an atomic counter.
+    """
 
     def __init__(self, count: int, topic: str) -> None:
-        self.future: Future[list[RecordMetadata]] = _running_future()
+        self.future = _BatchFuture(topic)
         self._topic = topic
-        self._results: list[RecordMetadata | None] = [None] * count
-        self._remaining = count
+        self._count = count
+        self._messages: list[Message | None] = [None] * count
+        self._done = itertools.count(1)
         self._failure: ClientError | None = None
-        self._lock = threading.Lock()
 
-    def callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
-        def delivered(error: KafkaError | None, message: Message) -> None:
-            metadata, failure = _outcome(error, message, self._topic)
-            with self._lock:
-                self._results[index] = metadata
-                if failure is not None and self._failure is None:
-                    self._failure = failure
-                self._remaining -= 1
-                done = self._remaining == 0
-            if done:
-                if self._failure is not None:
-                    self.future.set_exception(self._failure)
-                else:
-                    self.future.set_result(
-                        [metadata for metadata in self._results if metadata is not None]
-                    )
-
-        return delivered
+    def delivered(self, index: int, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            self._messages[index] = message
+        elif self._failure is None:
+            self._failure = _outcome(error, message, self._topic)[1]
+        if next(self._done) == self._count:
+            if self._failure is not None:
+                self.future.set_exception(self._failure)
+            else:
+                self.future.set_result(self._messages)  # type: ignore[arg-type]
 
 
 # --- consumer -----------------------------------------------------------------------------------
@@ -1067,21 +1132,101 @@ class KafkaConsumer(Consumer):
         if wanted > 1:
             # Whatever has arrived already; librdkafka's consume() would wait for a full batch.
             messages.extend(self._consumer.consume(wanted - 1, 0))
-        records: list[ConsumerRecord] = []
-        for index, message in enumerate(messages):
+        records = self._records(messages)
+        if len(records) < len(messages):
+            # A consumer error or a bad payload: deliver what came before it; it is raised now
+            # (nothing before it) or by the next call, and the rest is read again later.
+            index = len(records)
             try:
-                error = message.error()
-                if error is not None:
-                    self._consumer_error(error, message)
-                    continue
-                records.append(self._record(message))
+                self._slow_record(messages[index])
             except ClientError as failure:
-                # Deliver what came before the failure; the rest is read again later.
                 self._rewind(messages[index + 1 :])
                 if not records:
                     raise
                 self._pending_error = failure
+                return records
+            records.extend(self._rest_of_batch(messages[index + 1 :]))
+        return records
+
+    def _rest_of_batch(self, messages: Sequence[Message]) -> list[ConsumerRecord]:
+        """`messages` after a skipped consumer event, converted the same careful way."""
+        records: list[ConsumerRecord] = []
+        for index, message in enumerate(messages):
+            try:
+                record = self._slow_record(message)
+            except ClientError as failure:
+                self._rewind(messages[index + 1 :])
+                self._pending_error = failure
                 break
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _slow_record(self, message: Message) -> ConsumerRecord | None:
+        """One message the fast loop stopped at: an event (None, or raised) or a record."""
+        error = message.error()
+        if error is not None:
+            self._consumer_error(error, message)
+            return None
+        return self._record(message)
+
+    def _records(self, messages: Sequence[Message]) -> list[ConsumerRecord]:
+        """The records of `messages` up to the first that is not a plain, decodable record.
+
+        The hot path of every poll: one loop with everything bound locally, deserializers
+        called only when set, and the start-position bookkeeping done once per partition.
+        """
+        records: list[ConsumerRecord] = []
+        append = records.append
+        new = _tuple_new
+        record_type = ConsumerRecord
+        log_append_time = _LOG_APPEND_TIME
+        raw_keys, raw_values = self._raw_keys, self._raw_values
+        key_deserializer, value_deserializer = self._key_deserializer, self._value_deserializer
+        seen: set[tuple[str, int]] = set()
+        for message in messages:
+            if message.error() is not None:
+                break
+            topic: str = message.topic()  # type: ignore[assignment]  # a record has all three
+            partition: int = message.partition()  # type: ignore[assignment]
+            offset: int = message.offset()  # type: ignore[assignment]
+            kind, stamp = message.timestamp()
+            key = message.key()
+            value = message.value()
+            try:
+                if not raw_keys:
+                    key = deserialize(key_deserializer, key, topic, partition, offset, "key")
+                if not raw_values:
+                    value = deserialize(
+                        value_deserializer,
+                        value,
+                        topic,
+                        partition,
+                        offset,
+                        "value",
+                    )
+            except ClientError:
+                break  # `_slow_record` raises it again, with the records before it delivered
+            headers = message.headers()
+            seen.add((topic, partition))
+            append(
+                new(
+                    record_type,
+                    (
+                        topic,
+                        partition,
+                        offset,
+                        stamp,
+                        key,
+                        value,
+                        tuple(headers) if headers else (),
+                        kind == log_append_time,
+                    ),
+                )
+            )
+        if self._starts:
+            for topic, partition in seen:
+                self._starts.pop(TopicPartition(topic, partition), None)
         return records
 
     def _raise_pending(self) -> None:

@@ -1,0 +1,95 @@
+"""`DeliveryFuture` behaves as a standard Future whoever looks at it, whenever."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+
+import pytest
+
+from headwater.client._futures import DeliveryFuture
+
+
+def test_outcomes_read_after_completion() -> None:
+    ok: DeliveryFuture[int] = DeliveryFuture()
+    ok.set_result(5)
+    assert ok.done() and not ok.cancelled() and ok.result() == 5 and ok.exception() is None
+    failed: DeliveryFuture[int] = DeliveryFuture()
+    failed.set_exception(ValueError("bad"))
+    with pytest.raises(ValueError, match="bad"):
+        failed.result()
+    assert isinstance(failed.exception(), ValueError)
+
+
+def test_it_is_running_and_cannot_be_cancelled() -> None:
+    future: DeliveryFuture[int] = DeliveryFuture()
+    assert future.running() and not future.done()
+    assert future.cancel() is False
+    future.set_result(1)
+    assert future.result() == 1
+
+
+def test_completing_twice_is_refused_on_both_paths() -> None:
+    quiet: DeliveryFuture[int] = DeliveryFuture()
+    quiet.set_result(1)
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        quiet.set_result(2)
+    watched: DeliveryFuture[int] = DeliveryFuture()
+    assert not watched.done()  # makes the condition
+    watched.set_result(1)
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        watched.set_exception(ValueError())
+    assert watched.result() == 1
+
+
+def test_done_callbacks_before_and_after() -> None:
+    seen: list[int] = []
+    future: DeliveryFuture[int] = DeliveryFuture()
+    future.add_done_callback(lambda f: seen.append(f.result()))
+    future.set_result(3)
+    future.add_done_callback(lambda f: seen.append(f.result() + 1))
+    assert seen == [3, 4]
+
+
+def test_a_waiter_is_never_missed() -> None:
+    """A waiter arriving as the future completes (the lazy condition's race) always wakes."""
+    for _ in range(2_000):
+        future: DeliveryFuture[int] = DeliveryFuture()
+        started = threading.Event()
+        results: list[int] = []
+
+        def wait(
+            f: DeliveryFuture[int] = future,
+            s: threading.Event = started,
+            out: list[int] = results,
+        ) -> None:
+            s.set()
+            out.append(f.result(timeout=5))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        started.wait()
+        future.set_result(7)
+        thread.join(timeout=10)
+        assert results == [7]
+
+
+def test_library_helpers_accept_it() -> None:
+    futures = [DeliveryFuture[int]() for _ in range(3)]
+    for index, future in enumerate(futures):
+        threading.Timer(0.01 * index, future.set_result, (index,)).start()
+    assert sorted(f.result() for f in concurrent.futures.as_completed(futures, timeout=5)) == [
+        0,
+        1,
+        2,
+    ]
+    done, pending = concurrent.futures.wait(futures, timeout=5)
+    assert len(done) == 3 and not pending
+
+    async def bridged() -> int:
+        future: DeliveryFuture[int] = DeliveryFuture()
+        threading.Timer(0.01, future.set_result, (9,)).start()
+        return await asyncio.wrap_future(future)
+
+    assert asyncio.run(bridged()) == 9
