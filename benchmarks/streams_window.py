@@ -20,10 +20,18 @@ result and returns (label, seconds).
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from headwater.streams import App, Tumbling
 from headwater.streams.testing import TestDriver
@@ -150,6 +158,160 @@ def main() -> None:
                 f"  {row_label:<44} {n / seconds:>13,.0f} events/s"
                 f"  {100 * plain / seconds:6.1f}% of the plain loop"
             )
+
+
+# --- RUNTIME_ROWS: the same topology run by the client-API runtime, topic to topic -------------
+#
+# Each backend gets its input topic once (producing is not timed); every timed run is a new
+# application (its own group, changelog and output topic) reading that input from the start,
+# until every window's final result has been read back from its output topic. Event times are
+# moved to an hour ago (a broker deletes records past their retention, so 1970 would not do) and
+# one end marker after the events closes the last real window (a runtime never sees "end of
+# input"); results are moved back before comparing with `expected`.
+
+RUNTIME_SETTLE_S = 600.0  # seconds a run may take before it is declared stuck
+_RUNTIME_BASE_MS = (time.time_ns() // 1_000_000 - 3_600_000) // 60_000 * 60_000
+_END_KEY = "__end__"
+
+
+class _RuntimeBackend:
+    """One backend for the runtime rows: its URL, input produced once, a counter of runs.
+    Owns the `headwater serve` process when it started one. Thread-safety: one thread."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.url = ""
+        self.runs = 0
+        self.produced: int | None = None  # id() of the event list the input topic holds
+        self._directory: tempfile.TemporaryDirectory[str] | None = None
+        self._broker: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.url:
+            return
+        self._directory = tempfile.TemporaryDirectory(prefix="headwater-bench-")
+        data = Path(self._directory.name) / "data"
+        if self.name == "embedded":
+            self.url = f"file://{data}"
+            return
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log = open(Path(self._directory.name) / "broker.log", "wb")  # noqa: SIM115 - the broker's
+        self._broker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "headwater",
+                "serve",
+                "--data-dir",
+                str(data),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self._broker.poll() is not None:
+                    raise RuntimeError("headwater serve did not start") from None
+                time.sleep(0.05)
+        self.url = f"kafka://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        if self._broker is not None and self._broker.poll() is None:
+            self._broker.send_signal(signal.SIGTERM)
+            self._broker.wait(timeout=60)
+        if self._directory is not None:
+            self._directory.cleanup()
+            self._directory = None
+
+
+_BACKENDS = {name: _RuntimeBackend(name) for name in ("embedded", "broker")}
+
+
+def _produce_input(client: Any, events: list[Event]) -> None:
+    admin = client.admin()
+    if "events" in admin.list_topics():
+        admin.delete_topics(["events"])
+        while "events" in admin.list_topics():
+            time.sleep(0.1)
+    admin.create_topic("events", 1)
+    admin.close()
+    producer = client.producer(key_serializer="str", value_serializer="json")
+    chunk = 10_000
+    for start in range(0, len(events), chunk):
+        for key, value, ts in events[start : start + chunk]:
+            producer.send("events", value, key, timestamp=_RUNTIME_BASE_MS + ts)
+        producer.flush()
+    last = events[-1][2] if events else 0
+    producer.send("events", 0, _END_KEY, timestamp=_RUNTIME_BASE_MS + last + 2 * WINDOW_MS)
+    producer.close()
+
+
+def _runtime_run(backend: _RuntimeBackend, events: list[Event], expected: Result) -> float:
+    """Seconds from starting a runner to having read every window's result back."""
+    from headwater import connect
+    from headwater.client import OFFSET_BEGINNING, TopicPartition
+    from headwater.streams import Runner
+
+    backend.start()
+    client = connect(backend.url)
+    try:
+        if backend.produced != id(events):
+            _produce_input(client, events)
+            backend.produced = id(events)
+        backend.runs += 1
+        app_id, sink = f"bench-{backend.runs}", f"sums-{backend.runs}"
+        client.admin().create_topic(sink, 1)
+        app = App(app_id)
+        (
+            app.stream("events", key="str", value="json")
+            .window(Tumbling(WINDOW_MS), name="sums")
+            .sum()
+            .to(sink, key="str", value="json")
+        )
+        reader = client.consumer(key_deserializer="str", value_deserializer="json")
+        reader.assign({TopicPartition(sink, 0): OFFSET_BEGINNING})
+        result: Result = {}
+        runner = Runner(app, client, commit_interval_ms=1_000)
+        started = time.perf_counter()
+        runner.start()
+        deadline = time.monotonic() + RUNTIME_SETTLE_S
+        while len(result) < len(expected):
+            if runner.failed is not None or time.monotonic() > deadline:
+                runner.stop()
+                raise RuntimeError(f"the {backend.name} run did not finish")
+            for record in reader.poll_batch(timeout=0.1):
+                key, (start, _), total = record.value
+                result[(key, start - _RUNTIME_BASE_MS)] = total
+        seconds = time.perf_counter() - started
+        runner.stop()
+        reader.close()
+        assert result == expected, f"the {backend.name} runtime's result differs"
+        return seconds
+    finally:
+        client.close()
+
+
+RUNTIME_ROWS.extend(
+    [
+        (
+            "streams runtime, embedded (file://)",
+            lambda events, expected: _runtime_run(_BACKENDS["embedded"], events, expected),
+        ),
+        (
+            "streams runtime, headwater serve (kafka://)",
+            lambda events, expected: _runtime_run(_BACKENDS["broker"], events, expected),
+        ),
+    ]
+)
 
 
 if __name__ == "__main__":

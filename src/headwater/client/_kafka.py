@@ -1898,11 +1898,16 @@ class KafkaAdmin(Admin):
 
     def describe_group(self, group_id: str) -> GroupDescription:
         admin = self._check_open()
-        futures = admin.describe_consumer_groups([group_id], request_timeout=self._timeout)
-        try:
-            described = self._results(
+
+        def read() -> Any:
+            # A group's coordinator may still be loading it (COORDINATOR_LOAD_IN_PROGRESS).
+            futures = admin.describe_consumer_groups([group_id], request_timeout=self._timeout)
+            return self._results(
                 futures, [group_id], lambda _: f"cannot describe group {group_id!r}"
             )[group_id]
+
+        try:
+            described = self._retrying(read)
         except ClientError as error:
             if error.error_code == KafkaError.GROUP_ID_NOT_FOUND:
                 return GroupDescription(group_id, "Dead", "", "", [])
@@ -1934,13 +1939,17 @@ class KafkaAdmin(Admin):
 
     def list_group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
         admin = self._check_open()
-        futures = admin.list_consumer_group_offsets(
-            [confluent_kafka.ConsumerGroupTopicPartitions(group_id)],
-            request_timeout=self._timeout,
-        )
-        listed = self._results(
-            futures, [group_id], lambda _: f"cannot list the offsets of group {group_id!r}"
-        )[group_id]
+
+        def read() -> Any:
+            futures = admin.list_consumer_group_offsets(
+                [confluent_kafka.ConsumerGroupTopicPartitions(group_id)],
+                request_timeout=self._timeout,
+            )
+            return self._results(
+                futures, [group_id], lambda _: f"cannot list the offsets of group {group_id!r}"
+            )[group_id]
+
+        listed = self._retrying(read)
         partitions = listed.topic_partitions or []
         _check_partition_errors(partitions, f"cannot read group {group_id!r} offset of")
         return {_ours(item): item.offset for item in sorted(partitions) if item.offset >= 0}

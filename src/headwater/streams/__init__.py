@@ -11,8 +11,10 @@
         .to("spend-per-minute", key="str", value="json"))
 
 A dataflow is compiled (`app.topology(partitions)`) into tasks that process micro-batches; the
-in-memory `headwater.streams.testing.TestDriver` runs it with no broker. `_topology` documents
-the seam a runtime uses (topics, tasks, changelogs); `_dsl` the naming rule for stateful steps;
+in-memory `headwater.streams.testing.TestDriver` runs it with no broker, and `Runner` (or
+`app.run(url)`) over topics on any backend, in as many processes as there are partitions.
+`_topology` documents the seam a runtime uses (topics, tasks, changelogs); `_runtime` the
+commit protocol and where checkpoints live; `_dsl` the naming rule for stateful steps;
 `_windows` the window semantics.
 """
 
@@ -29,12 +31,16 @@ from headwater.streams._dsl import (
 )
 from headwater.streams._errors import (
     CoPartitioningError,
+    InternalTopicError,
+    MissingSourceTopicError,
+    StateRestoreError,
     StreamsError,
     TopologyError,
     UnknownStoreError,
 )
 from headwater.streams._model import KeyValueStore, Record, Window, WindowedKey, WindowResult
 from headwater.streams._operators import Change
+from headwater.streams._runtime import Runner, RuntimeConfig
 from headwater.streams._stores import (
     ChangeloggedStore,
     InMemoryKeyValueStore,
@@ -64,13 +70,18 @@ __all__ = [
     "Hopping",
     "InMemoryKeyValueStore",
     "InMemoryWindowStore",
+    "InternalTopicError",
     "KeyValueStore",
+    "MissingSourceTopicError",
     "Record",
+    "Runner",
+    "RuntimeConfig",
     "Session",
     "SinkSpec",
     "Sliding",
     "SourceSpec",
     "StateCodec",
+    "StateRestoreError",
     "StoreSpec",
     "Stream",
     "StreamsError",

@@ -32,8 +32,11 @@ from headwater.streams._stores import StateCodec
 from headwater.streams._windows import CountWindow, Hopping, Session, Sliding, Tumbling, WindowSpec
 
 if TYPE_CHECKING:
+    import os
+    import threading
     from collections.abc import Mapping
 
+    from headwater.client._api import Client
     from headwater.streams._topology import Topology
 
 Emit = Literal["final", "update"]
@@ -180,13 +183,27 @@ class App:
             raise TopologyError("merge needs at least one stream")
         return streams[0].merge(*streams[1:], name=name)
 
-    # --- compiling --------------------------------------------------------------------------
+    # --- compiling and running --------------------------------------------------------------
 
     def topology(self, partitions: Mapping[str, int] | None = None) -> Topology:
         """Compile for the given partition counts of the input topics (default 1 each)."""
         from headwater.streams._topology import compile_topology
 
         return compile_topology(self, dict(partitions or {}))
+
+    def run(
+        self,
+        target: Client | str | os.PathLike[str],
+        *,
+        stop: threading.Event | None = None,
+        config: Mapping[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        """Process over `target` (a client, or a URL for `headwater.connect`) on this thread
+        until `stop` is set; settings as `headwater.streams.Runner` takes them."""
+        from headwater.streams._runtime import Runner
+
+        Runner(self, target, config, **settings).run(stop)
 
 
 class Stream:

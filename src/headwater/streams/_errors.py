@@ -23,6 +23,21 @@ class CoPartitioningError(TopologyError):
     the message names every topic and its count."""
 
 
+class MissingSourceTopicError(StreamsError):
+    """A topic the app reads does not exist; the runtime never creates an app's input topics
+    (a typo would otherwise wait forever on an empty topic)."""
+
+
+class InternalTopicError(StreamsError):
+    """A repartition or changelog topic exists with a partition count other than the topology
+    needs (its tasks would not line up with their state); the message names the topic."""
+
+
+class StateRestoreError(StreamsError):
+    """A store could not be rebuilt from its changelog (the read stalled or the checkpoint is
+    unreadable); processing must not start on partial state."""
+
+
 class UnknownStoreError(StreamsError, KeyError):
     """No store of that name exists in the task or the topology."""
 
@@ -30,4 +45,12 @@ class UnknownStoreError(StreamsError, KeyError):
         return str(self.args[0]) if self.args else "unknown store"
 
 
-__all__ = ["CoPartitioningError", "StreamsError", "TopologyError", "UnknownStoreError"]
+__all__ = [
+    "CoPartitioningError",
+    "InternalTopicError",
+    "MissingSourceTopicError",
+    "StateRestoreError",
+    "StreamsError",
+    "TopologyError",
+    "UnknownStoreError",
+]
