@@ -17,8 +17,8 @@ demo: $(STAMP)
 	bash scripts/demo.sh "$(BIN)/headwater" "$(DEMO_DIR)"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src

@@ -40,6 +40,7 @@ from headwater.streams._errors import (
 )
 from headwater.streams._model import KeyValueStore, Record, Window, WindowedKey, WindowResult
 from headwater.streams._operators import Change
+from headwater.streams._rocksdb import RocksDBKeyValueStore, RocksDBOptions, RocksDBWindowStore
 from headwater.streams._runtime import Runner, RuntimeConfig
 from headwater.streams._stores import (
     ChangeloggedStore,
@@ -74,6 +75,9 @@ __all__ = [
     "KeyValueStore",
     "MissingSourceTopicError",
     "Record",
+    "RocksDBKeyValueStore",
+    "RocksDBOptions",
+    "RocksDBWindowStore",
     "Runner",
     "RuntimeConfig",
     "Session",

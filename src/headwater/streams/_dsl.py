@@ -19,6 +19,7 @@ Thread-safety: build a topology from one thread; once compiled, an `App` is read
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,13 +38,16 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from headwater.client._api import Client
+    from headwater.streams._rocksdb import RocksDBOptions
     from headwater.streams._topology import Topology
 
 Emit = Literal["final", "update"]
 JoinKind = Literal["inner", "left", "outer"]
+StoreKind = Literal["memory", "rocksdb"]
 _Result = TypeVar("_Result")
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_STORE_KINDS = ("memory", "rocksdb")
 # Steps that change the key: a stateful step after one needs a repartition first.
 _KEY_CHANGING = frozenset({"map", "flat_map", "key_by"})
 
@@ -73,19 +77,40 @@ class Node:
         return f"<{self.kind} {self.name!r}>"
 
 
+def _check_store(store: str | None) -> None:
+    if store is not None and store not in _STORE_KINDS:
+        raise TopologyError(f"store must be 'memory' or 'rocksdb', not {store!r}")
+
+
 class App:
     """A stream processing application: its id and the dataflow built on it.
+
+    State stores are in memory unless `default_store="rocksdb"` or a stateful step says
+    `store="rocksdb"`; RocksDB stores live under `state_dir` (see `_rocksdb`) and use `rocksdb`
+    (a `RocksDBOptions`: cache and buffer sizes) or its defaults.
 
     Thread-safety: build from one thread; compiled topologies are independent of the App.
     """
 
-    def __init__(self, application_id: str, *, codec: Any = None) -> None:
+    def __init__(
+        self,
+        application_id: str,
+        *,
+        codec: Any = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        default_store: StoreKind = "memory",
+        rocksdb: RocksDBOptions | None = None,
+    ) -> None:
         if not _NAME.match(application_id):
             raise TopologyError(
                 f"application id {application_id!r} must be 1-200 of [A-Za-z0-9._-] "
                 "(it prefixes internal topic names)"
             )
+        _check_store(default_store)
         self.application_id = application_id
+        self.state_dir = state_dir
+        self.default_store: StoreKind = default_store
+        self.rocksdb_options = rocksdb
         # Encodes store entries and repartitioned records; see StateCodec.
         self.codec: Any = codec if codec is not None else StateCodec()
         self.nodes: list[Node] = []
@@ -161,10 +186,12 @@ class App:
         key: Any = None,
         value: Any = None,
         name: str | None = None,
+        store: StoreKind | None = None,
     ) -> Table:
         """The latest value per key of `topic`; a None value (tombstone) deletes the key.
-        Its store is named `name` (default `table-<n>`)."""
+        Its store is named `name` (default `table-<n>`), of kind `store` (default the app's)."""
         self._claim_source(topic)
+        _check_store(store)
         node = self._add(
             "table-source",
             [],
@@ -173,6 +200,7 @@ class App:
             topic=topic,
             key_deserializer=resolve_deserializer(key),
             value_deserializer=resolve_deserializer(value),
+            store=store,
         )
         self._source_topics[topic] = node
         return Table(self, node)
@@ -371,19 +399,28 @@ class Stream:
     # --- stateful ---------------------------------------------------------------------------
 
     def window(
-        self, spec: WindowSpec, *, name: str | None = None, emit: Emit = "final"
+        self,
+        spec: WindowSpec,
+        *,
+        name: str | None = None,
+        emit: Emit = "final",
+        store: StoreKind | None = None,
     ) -> WindowedStream:
         """Aggregate per key and window. `emit="final"`: one result per window when it closes
-        (Kafka's suppress untilWindowCloses); "update": a result on every change."""
+        (Kafka's suppress untilWindowCloses); "update": a result on every change. `store`:
+        "memory" or "rocksdb" (default the app's `default_store`)."""
         if not isinstance(spec, Tumbling | Hopping | Sliding | Session | CountWindow):
             raise TopologyError(f"not a window spec: {spec!r}")
         if emit not in ("final", "update"):
             raise TopologyError(f"emit must be 'final' or 'update', not {emit!r}")
-        return WindowedStream(self._co_located(), spec, name, emit)
+        _check_store(store)
+        return WindowedStream(self._co_located(), spec, name, emit, store)
 
-    def group(self, *, name: str | None = None) -> GroupedStream:
-        """Aggregate per key over all time into a `Table` (its store is `name`)."""
-        return GroupedStream(self._co_located(), name)
+    def group(self, *, name: str | None = None, store: StoreKind | None = None) -> GroupedStream:
+        """Aggregate per key over all time into a `Table` (its store is `name`, of kind
+        `store`, default the app's)."""
+        _check_store(store)
+        return GroupedStream(self._co_located(), name, store)
 
     def join(
         self,
@@ -394,12 +431,15 @@ class Stream:
         grace_ms: int = 0,
         how: JoinKind = "inner",
         name: str | None = None,
+        store: StoreKind | None = None,
     ) -> AggregateStream:
         """Join by key. With a `Table`: each record meets the table's current value for its key
         (`how` "inner" or "left"; table updates do not trigger output). With a `Stream`:
         records whose timestamps differ by at most `within_ms` meet ("inner", "left", "outer";
         a record without a partner is emitted with None once `within_ms + grace_ms` has passed
-        in stream time). `joiner(this_value, other_value)` makes the output value."""
+        in stream time; its two stores are of kind `store`, default the app's).
+        `joiner(this_value, other_value)` makes the output value."""
+        _check_store(store)
         if how not in ("inner", "left", "outer"):
             raise TopologyError(f"join how must be 'inner', 'left' or 'outer', not {how!r}")
         this = self._co_located()
@@ -433,6 +473,7 @@ class Stream:
             how=how,
             within_ms=within_ms,
             grace_ms=grace_ms,
+            store=store,
         )
         return AggregateStream(self._app, node, "out", None)
 
@@ -505,11 +546,19 @@ class WindowedStream(_Aggregating["AggregateStream"]):
     Thread-safety: build from one thread.
     """
 
-    def __init__(self, stream: Stream, spec: WindowSpec, name: str | None, emit: Emit) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        spec: WindowSpec,
+        name: str | None,
+        emit: Emit,
+        store: StoreKind | None = None,
+    ) -> None:
         self._stream = stream
         self._spec = spec
         self._name = name
         self._emit = emit
+        self._store = store
 
     def _aggregate(self, aggregation: aggs.Aggregation) -> AggregateStream:
         if isinstance(self._spec, Session) and aggregation.merge is None:
@@ -522,6 +571,7 @@ class WindowedStream(_Aggregating["AggregateStream"]):
             spec=self._spec,
             emit=self._emit,
             aggregation=aggregation,
+            store=self._store,
         )
         return AggregateStream(stream._app, node, "out", None)
 
@@ -533,9 +583,10 @@ class GroupedStream(_Aggregating["Table"]):
     Thread-safety: build from one thread.
     """
 
-    def __init__(self, stream: Stream, name: str | None) -> None:
+    def __init__(self, stream: Stream, name: str | None, store: StoreKind | None = None) -> None:
         self._stream = stream
         self._name = name
+        self._store = store
 
     def _aggregate(self, aggregation: aggs.Aggregation) -> Table:
         stream = self._stream
@@ -544,6 +595,7 @@ class GroupedStream(_Aggregating["Table"]):
             [(stream._node, stream._port)],
             self._name,
             aggregation=aggregation,
+            store=self._store,
         )
         return Table(stream._app, node)
 
@@ -606,6 +658,7 @@ __all__ = [
     "GroupedStream",
     "JoinKind",
     "Node",
+    "StoreKind",
     "Stream",
     "Table",
     "WindowedStream",

@@ -330,6 +330,15 @@ def _decode_or_none(decode: Callable[[bytes], Any]) -> Callable[[bytes | None], 
     return decoder
 
 
+def _close_tasks(states: list[_TaskState]) -> None:
+    """Release what dropped tasks hold outside Python memory (RocksDB files and locks)."""
+    for state in states:
+        try:
+            state.task.close()
+        except Exception:  # a task that cannot close must not stop the others
+            logger.exception("closing task %s failed", state.task.id)
+
+
 class Runner:
     """Runs one App over one client: owns the topology, the consumer, the restore consumer,
     the producer, the admin client and the active tasks (and the client, when given a URL).
@@ -589,6 +598,7 @@ class Runner:
                 closer()
             except BaseException as error:
                 errors.append(error)
+        _close_tasks([*self._tasks.values(), *self._suspended.values()])
         self._tasks.clear()
         self._suspended.clear()
         if errors:
@@ -1045,8 +1055,12 @@ class Runner:
                 ready.append(kept)
                 self._counters["tasks-kept"] += 1
             else:
+                if kept is not None:
+                    _close_tasks([kept])  # its store files are reopened by the fresh task
                 fresh.append(self._new_state(task_id))
-        self._suspended.clear()  # assigned elsewhere: their state is someone else's now
+        # Assigned elsewhere: their state is someone else's now.
+        _close_tasks(list(self._suspended.values()))
+        self._suspended.clear()
         self._restore(fresh)
         assigned = set(consumer.assignment())
         for state in ready:  # our commit on revoke put the group there, unless it failed
@@ -1086,8 +1100,8 @@ class Runner:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Another instance may own these already: drop the tasks, commit nothing."""
         for task_id in self._task_ids(partitions):
-            self._tasks.pop(task_id, None)
-            self._suspended.pop(task_id, None)
+            dropped = [self._tasks.pop(task_id, None), self._suspended.pop(task_id, None)]
+            _close_tasks([state for state in dropped if state is not None])
         for tp in partitions:
             self._committed.pop(tp, None)
         logger.warning("%s: partitions lost: %s", self.app.application_id, partitions)

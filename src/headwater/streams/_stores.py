@@ -11,9 +11,10 @@ last commit, so the runtime can write exactly those entries to the store's chang
 A None value is never stored: `put(key, None)` deletes, as a tombstone does in Kafka.
 
 The in-memory stores here are the working set the operators touch on the hot path (plain dicts,
-no call per record). A persistent store (RocksDB through `rocksdict`) goes behind the same
-interface as a write-back layer: operators keep working on the dicts, and `changes()` is what
-gets written to disk at commit, as Kafka Streams' caching layer sits in front of RocksDB.
+no call per record). The RocksDB stores (`_rocksdb`, through `rocksdict`) stand in for them
+behind the same interface and attributes: a bounded cache in front of RocksDB for key-value
+stores, the open windows written to disk at each commit for window stores. A task closes its
+stores (`close()`) when it is done with them.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class ChangeloggedStore(KeyValueStore):
     @abc.abstractmethod
     def restore(self, entries: Iterable[tuple[Any, Any]]) -> None:
         """Apply changelog entries in order (None deletes); restoring is not a change."""
+
+    def close(self) -> None:
+        """Release what the store holds outside Python memory (files, locks); nothing here."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} entries={len(self)}>"

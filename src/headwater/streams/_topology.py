@@ -13,7 +13,8 @@ Topics
     partition per task of the store's sub-topology (compacted, in Kafka).
     `topology.sources[topic]` has the deserializers for a topic read, `topology.sinks[topic]`
     the serializers for a topic written; repartition topics use `topology.codec` both ways.
-    `topology.stores[name]`: each store's changelog topic and sub-topology.
+    `topology.stores[name]`: each store's changelog topic and sub-topology, and its kind
+    ("memory" or "rocksdb": files under `topology.state_dir`, see `_rocksdb`).
 
 Tasks
     `topology.task_ids()` lists `TaskId(subtopology, partition)`; `topology.subtopology_for
@@ -31,6 +32,11 @@ State
     Also put `task.checkpoint()` (each stateful step's stream time) in the offset commit's
     metadata. On assignment, before processing: `task.restore(store, entries)` with the
     changelog's decoded entries in offset order, then `task.restore_checkpoint(metadata)`.
+    A RocksDB store reopened on its state directory already holds the state as of its last
+    commit (`store.changelog_offset`: where its changelog's tail starts, None: from 0);
+    replaying the whole changelog over it is harmless. `task.close()` when the task is revoked
+    or the runtime stops: it closes the stores (RocksDB: files and its lock; changes not
+    committed are dropped, as they are not in the changelog either).
 
 Order across topics within a task is the caller's: the test driver processes in send order; a
 broker runtime should pick the partition whose next record has the lowest timestamp (Kafka's
@@ -120,6 +126,7 @@ class StoreSpec:
     # Window stores: how long (ms of event time past a window's start) entries matter; create
     # the changelog `cleanup.policy=compact,delete` with at least this retention. None: compact.
     retention_ms: int | None = None
+    kind: str = "memory"  # or "rocksdb"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +158,8 @@ class Topology:
     ) -> None:
         self.application_id = app.application_id
         self.codec: Any = app.codec
+        self.state_dir = app.state_dir
+        self._rocksdb_options: Any = app.rocksdb_options
         self.subtopologies = subtopologies
         self.sources = sources
         self.sinks = sinks
@@ -199,6 +208,15 @@ class Topology:
             )
         return Task(self, sub, partition, wall_clock_ms)
 
+    @property
+    def rocksdb_options(self) -> Any:
+        """The `RocksDBOptions` every RocksDB store of this topology shares (one block cache)."""
+        if self._rocksdb_options is None:
+            from headwater.streams._rocksdb import RocksDBOptions
+
+            self._rocksdb_options = RocksDBOptions()
+        return self._rocksdb_options
+
     def describe(self) -> str:
         """A human-readable outline: sub-topologies, their steps, topics and stores."""
         lines = [f"Topology {self.application_id!r}"]
@@ -212,7 +230,8 @@ class Topology:
                 extra = f" <- {inputs}" if inputs else ""
                 lines.append(f"    {node.kind} {node.name!r}{extra}")
             for store in sub.stores:
-                lines.append(f"    store {store!r} -> {self.stores[store].changelog_topic}")
+                spec = self.stores[store]
+                lines.append(f"    store {store!r} ({spec.kind}) -> {spec.changelog_topic}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -268,11 +287,28 @@ class Task:
     # --- driving ----------------------------------------------------------------------------
 
     def add_store(self, store: Any) -> Any:
-        """Register an operator's store (called while wiring)."""
-        spec = self.topology.stores[store.name]
+        """Register an operator's store (called while wiring); a RocksDB store stands in for
+        the in-memory one the operator made when the store's kind says so."""
+        topology = self.topology
+        spec = topology.stores[store.name]
+        if spec.kind == "rocksdb":
+            from headwater.streams._rocksdb import open_rocksdb_store, state_directory
+
+            assert topology.state_dir is not None  # compile_topology checks
+            directory = state_directory(
+                topology.state_dir, topology.application_id, self.id, store.name
+            )
+            store = open_rocksdb_store(
+                store, directory, codec=topology.codec, options=topology.rocksdb_options
+            )
         store.changelog_topic = spec.changelog_topic
         self.stores[store.name] = store
         return store
+
+    def close(self) -> None:
+        """Close the task's stores (RocksDB: files and locks). Idempotent."""
+        for store in self.stores.values():
+            store.close()
 
     def process(self, topic: str, partition: int, records: Sequence[tuple[Any, Any, int]]) -> None:
         """Run a batch of `topic`'s records (in offset order) through the task."""
@@ -602,6 +638,11 @@ def compile_topology(app: App, partitions: dict[str, int]) -> Topology:
             if kind == "window" and hasattr(node.params["spec"], "size_ms"):
                 spec_ = node.params["spec"]
                 retention = spec_.size_ms + spec_.grace_ms
+            store_kind = node.params.get("store") or app.default_store
+            if node.stores and store_kind == "rocksdb" and app.state_dir is None:
+                raise TopologyError(
+                    f"step {node.name!r} keeps its state in RocksDB: give App(state_dir=...)"
+                )
             for store in node.stores:
                 stores[store] = StoreSpec(
                     store,
@@ -610,6 +651,7 @@ def compile_topology(app: App, partitions: dict[str, int]) -> Topology:
                     sub_partitions,
                     node.name,
                     retention,
+                    store_kind,
                 )
         if not read:
             names = ", ".join(repr(n.name) for n in group)

@@ -171,8 +171,10 @@ class TestDriver:
 
     def restart(self) -> None:
         """Replace every task by a fresh one restored from the changelogs and checkpoints, as
-        an instance taking the tasks over would; commits first, so nothing is lost."""
+        an instance taking the tasks over would; commits first, so nothing is lost. RocksDB
+        stores reopen on their files, and the whole changelog is replayed over them."""
         self.commit()
+        self.close()
         decode = self._codec.decode
         fresh: dict[TaskId, Task] = {}
         for task_id in self.topology.task_ids():
@@ -188,6 +190,18 @@ class TestDriver:
             task.restore_checkpoint(self._checkpoints.get(task_id, {}))
             fresh[task_id] = task
         self.tasks = fresh
+
+    def close(self) -> None:
+        """Close every task's stores (RocksDB: files and locks); uncommitted changes are
+        dropped, as a crashed instance's would be."""
+        for task in self.tasks.values():
+            task.close()
+
+    def __enter__(self) -> TestDriver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- routing ----------------------------------------------------------------------------
 
