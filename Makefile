@@ -35,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/log_append.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR)
+	rm -rf $(VENV) $(DEMO_DIR) $(DEMO_DIR)-fraud

@@ -4,7 +4,7 @@ set -euo pipefail
 headwater=${1:-headwater}
 data_dir=${2:-./headwater-demo-data}
 export HEADWATER_DATA_DIR="$data_dir"
-rm -rf "$data_dir"
+rm -rf "$data_dir" "$data_dir-fraud"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
@@ -28,5 +28,10 @@ echo "\$ headwater topic consume sensors -p 0 -n 5 -f '%p/%o %k %v\n'"
 "$headwater" topic consume sensors -p 0 -n 5 -f '%p/%o %k %v\n'
 step "$headwater" topic consume sensors --offset @0 -p 1 -n 2 -f json
 step "$headwater" log verify
+
+# The stream processing demo: payments checked against each card's last 60 s, alerts printed
+# live as the runtime produces them, on its own embedded log.
+python=$(dirname "$headwater")/python
+step "$python" examples/fraud_detection.py --data-dir "$data_dir-fraud" --events 2000 --rate 2000
 echo
-echo "Data is in $data_dir; run '$headwater --help' for more."
+echo "Data is in $data_dir and $data_dir-fraud; run '$headwater --help' for more."
