@@ -28,29 +28,34 @@ T = TypeVar("T")
 # Guards the moment a future gains its condition against a completion deciding whether one
 # exists: held for a few instructions, never while waiting.
 _CONDITION_LOCK = threading.Lock()
+_LAZY = frozenset({"_condition", "_waiters", "_done_callbacks"})
 
 
 class DeliveryFuture(Future[T]):
-    """A running future whose condition is made on first use."""
+    """A running future whose condition (and waiter and callback lists) are made on first use.
+
+    Its state starts as class attributes, so making one writes nothing: an instance gains its
+    own `_state`, `_result` or `_exception` only when completed.
+    """
+
+    _state = RUNNING  # the work is already queued: it cannot be cancelled
+    _result: Any = None
+    _exception: BaseException | None = None
 
     def __init__(self) -> None:  # no super().__init__(): that is what makes the condition
-        attributes = vars(self)
-        attributes["_state"] = RUNNING  # the work is already queued: it cannot be cancelled
-        attributes["_result"] = None
-        attributes["_exception"] = None
-        attributes["_waiters"] = []
-        attributes["_done_callbacks"] = []
+        pass
 
     def __getattr__(self, name: str) -> Any:
-        """Called only for attributes not yet set: makes the condition on first use."""
-        if name != "_condition":
+        """Called only for attributes not yet set: the condition and its lists, on first use."""
+        if name not in _LAZY:
             raise AttributeError(name)
         with _CONDITION_LOCK:
             attributes = vars(self)
-            condition = attributes.get("_condition")
-            if condition is None:
-                condition = attributes["_condition"] = threading.Condition()
-            return condition
+            if "_condition" not in attributes:
+                attributes["_waiters"] = []
+                attributes["_done_callbacks"] = []
+                attributes["_condition"] = threading.Condition()
+            return attributes[name]
 
     def _complete_quietly(self, field: str, outcome: Any) -> bool:
         """Store the outcome without a condition if nobody has made one; False if somebody
@@ -59,7 +64,7 @@ class DeliveryFuture(Future[T]):
             attributes = vars(self)
             if "_condition" in attributes:
                 return False
-            finished_before = attributes["_state"] == FINISHED
+            finished_before = self._state == FINISHED
             if not finished_before:
                 attributes[field] = outcome
                 attributes["_state"] = FINISHED
