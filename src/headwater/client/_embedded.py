@@ -704,6 +704,9 @@ class EmbeddedProducer(Producer):
         self._acks: int = setting(config, "acks")
         self._linger_s: float = setting(config, "linger.ms") / 1000
         self._batch_bytes_max: int = setting(config, "batch.size")
+        # `send_many` honours batch.size only when it is set: unset, its batches are as large as
+        # the topic allows, as librdkafka's (1 MB batch.size by default) are on the Kafka backend.
+        self._many_batch_bytes_max: int | None = config.get("batch.size")
         self._buffer_bytes_max: int = setting(config, "buffer.memory")
         self._request_bytes_max: int = setting(config, "max.request.size")
         self._compression = _PRODUCER_CODECS[setting(config, "compression.type")]
@@ -1045,8 +1048,9 @@ class EmbeddedProducer(Producer):
         partition: int | None = None,
         timestamp: int | None = None,
     ) -> Future[list[RecordMetadata]]:
-        """Encode and append in the caller's thread, one batch per partition per `batch.size`;
-        the future is already resolved (acks=all: once the flush policy holds).
+        """Encode and append in the caller's thread, one batch per partition per `batch.size`
+        (unset: per max.message.bytes); the future is already resolved (acks=all: once the
+        flush policy holds).
 
         On a failure the future fails and batches appended before it stay in the log, as
         Kafka's batches to different partitions succeed or fail on their own.
@@ -1105,7 +1109,7 @@ class EmbeddedProducer(Producer):
                 f"a record of about {BATCH_HEADER_SIZE + largest + overhead} bytes (in its own "
                 f"batch) exceeds max.message.bytes of topic {topic!r} or max.request.size ({limit})"
             )
-        budget = min(self._batch_bytes_max, info.config.max_message_bytes) - BATCH_HEADER_SIZE
+        budget = min(self._many_batch_bytes_max or limit, limit) - BATCH_HEADER_SIZE
         # The plan: partition -> (indices of its records or None for all, chunks of them).
         plan: list[tuple[int, list[int] | None]] = []
         if partition is not None:
