@@ -287,16 +287,6 @@ class EmbeddedGroups:
         if not durable:
             raise _error(f"committing for group {group_id!r}", KAFKA_STORAGE_ERROR)
 
-    def _static_protocols(self, group_id: str, instance_id: str) -> list[tuple[str, bytes]] | None:
-        """The protocols the current holder of `instance_id` joined with, if any."""
-        with self._lock:
-            group = self._store.coordinator.groups.get(group_id)
-            if group is None:
-                return None
-            member_id = group.static_members.get(instance_id)
-            member = group.members.get(member_id or "")
-            return list(member.protocols) if member is not None else None
-
     # --- offsets and groups (consumers without membership, and the admin client) ---------
 
     def commit_offsets(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
@@ -793,12 +783,8 @@ class GroupMember:
 
     def _protocols(self) -> list[tuple[str, bytes]]:
         """One protocol per assignor, each with our ConsumerProtocolSubscription. A static
-        member joining afresh re-presents the metadata its instance last joined with when the
-        subscription is the same, so its return does not look like a change (KIP-345)."""
-        if not self._member_id and self._instance_id is not None:
-            stored = self._groups._static_protocols(self.group_id, self._instance_id)
-            if stored is not None and self._same_subscription(stored):
-                return stored
+        member that comes back keeps its place even though its bytes differ: the coordinator
+        rebalances only if the group's selected protocol would change (KIP-345)."""
         owned = sorted(self._owned) if self._cooperative else []
         metadata = encode_subscription(
             Subscription(list(self._topics), None, owned, self._generation)
@@ -810,17 +796,6 @@ class GroupMember:
                 UNKNOWN_SERVER_ERROR,
             )
         return [(name, metadata) for name in self._strategies]
-
-    def _same_subscription(self, stored: list[tuple[str, bytes]]) -> bool:
-        if [name for name, _ in stored] != list(self._strategies):
-            return False
-        for _, metadata in stored:
-            try:
-                if sorted(decode_subscription(metadata).topics) != self._topics:
-                    return False
-            except MalformedFrameError:
-                return False
-        return True
 
     def _send_join(self, now: int) -> bool:
         if self._pattern is not None:
