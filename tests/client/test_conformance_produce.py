@@ -117,6 +117,22 @@ def test_send_many(backend: Backend) -> None:
     ]
 
 
+def test_keyless_send_many_says_where_each_record_went(backend: Backend) -> None:
+    """Keyless records spread over partitions batch by batch (the sticky partitioner), and the
+    metadata, record by record in send order, names the partition and offset that hold it."""
+    topic = backend.topic(partitions=3)
+    values = [b"r%04d" % i + b"." * 95 for i in range(300)]
+    with backend.producer(batch_size=2_000) as producer:
+        placed = producer.send_many(topic, values).result(30)
+        with_tombstone = producer.send_many(topic, (b"before", None, b"after")).result(30)
+    assert len(placed) == len(values) and len(with_tombstone) == 3
+    assert len({m.partition for m in placed}) > 1, "sticky partitioning moves on per batch"
+    records = read_topic(backend, topic, len(values) + 3, exactly=True)
+    held = {(r.partition, r.offset): r.value for r in records}
+    assert [held[(m.partition, m.offset)] for m in placed] == values
+    assert [held[(m.partition, m.offset)] for m in with_tombstone] == [b"before", None, b"after"]
+
+
 def test_flush_waits_for_every_record_and_delivery_callbacks(backend: Backend) -> None:
     topic = backend.topic(partitions=2)
     delivered: list[tuple[object, object]] = []

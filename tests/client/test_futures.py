@@ -93,3 +93,38 @@ def test_library_helpers_accept_it() -> None:
         return await asyncio.wrap_future(future)
 
     assert asyncio.run(bridged()) == 9
+
+
+def test_a_delivery_report_never_misses_a_waiter() -> None:
+    """`_deliver` (a producer's report) against a waiter arriving at the same moment."""
+    for _ in range(2_000):
+        future: DeliveryFuture[int] = DeliveryFuture()
+        started = threading.Event()
+        results: list[int] = []
+
+        def wait(
+            f: DeliveryFuture[int] = future,
+            s: threading.Event = started,
+            out: list[int] = results,
+        ) -> None:
+            s.set()
+            out.append(f.result(timeout=5))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        started.wait()
+        future._deliver(7)
+        thread.join(timeout=10)
+        assert results == [7]
+
+
+def test_an_unwatched_future_stores_its_outcome_in_slots_only() -> None:
+    """The cheap path writes no instance dict; a watcher afterwards still sees the outcome."""
+    plain: DeliveryFuture[bytes] = DeliveryFuture()
+    plain._deliver(b"m")
+    assert vars(plain) == {}
+    assert plain.result() == b"m" and vars(plain) == {}  # read without making a condition
+    assert plain.done() and plain.exception() is None  # now watched, same outcome
+    seen: list[bytes] = []
+    plain.add_done_callback(lambda f: seen.append(f.result()))
+    assert seen == [b"m"]

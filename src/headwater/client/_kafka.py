@@ -51,6 +51,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 from confluent_kafka.admin import NewTopic as NativeNewTopic  # type: ignore[attr-defined]
 
+from headwater._invariant import invariant
 from headwater.client._api import (
     Admin,
     Client,
@@ -64,6 +65,7 @@ from headwater.client._futures import DeliveryFuture
 from headwater.client._serialization import (
     deserialize,
     is_identity,
+    passes_bytes,
     resolve_deserializer,
     resolve_serializer,
     serialize,
@@ -100,17 +102,20 @@ from headwater.errors import (
     UnknownTopicOrPartitionError,
     UnsupportedCompressionError,
 )
+from headwater.log.partitioner import StickyPartitioner
 
 _log = logging.getLogger("headwater.client.kafka")
 
 # A consumer `poll` waits in slices this long, so `close` from another thread (which
 # confluent-kafka serializes with a running poll) waits at most this.
 _POLL_SLICE_S = 0.2
-# How often the producer's thread serves delivery reports when nothing happens.
-_SERVE_INTERVAL_S = 0.1
+# The longest the producer's thread waits inside librdkafka for delivery reports. Kept short:
+# while it waits there, each report it serves takes the GIL from a sender that started sending
+# meanwhile and gives it back, two thread switches per record (this once cost half of `send`'s
+# throughput).
+_SERVE_INTERVAL_S = 0.005
 # A sender serves delivery reports itself every this many sends; meanwhile (and for
-# _SENDER_BUSY_S after) the producer's thread stays out of the way: two threads taking turns at
-# the GIL per report would halve the throughput.
+# _SENDER_BUSY_S after) the producer's thread stays out of librdkafka.
 _SERVE_EVERY_SENDS = 256
 _SENDER_BUSY_S = 0.005
 # `unsubscribe` waits at most this for librdkafka to revoke the assignment.
@@ -441,6 +446,15 @@ def _running_future() -> Future[Any]:
 
 # --- producer -----------------------------------------------------------------------------------
 
+# librdkafka's default batch.size: how much keyless send_many puts in one partition at a time.
+_LIBRDKAFKA_BATCH_BYTES = 1_000_000
+# Topics whose partitions a producer keeps for keyless send_many, and how long it trusts them
+# (a topic may gain partitions; librdkafka re-reads its metadata on a similar schedule).
+_PARTITION_CACHE_TOPICS_MAX = 10_000
+_PARTITIONS_REFRESH_S = 30.0
+# Types a plain-bytes serializer passes through untouched.
+_PLAIN_TYPES = frozenset({bytes, type(None)})
+
 
 class KafkaProducer(Producer):
     """A librdkafka producer; a daemon thread serves its delivery reports, so futures and
@@ -457,6 +471,8 @@ class KafkaProducer(Producer):
     ) -> None:
         self._key_serializer = resolve_serializer(key_serializer)
         self._value_serializer = resolve_serializer(value_serializer)
+        self._plain_keys = passes_bytes(self._key_serializer)
+        self._plain_values = passes_bytes(self._value_serializer)
         options = _translate(Role.PRODUCER, config)
         # (librdkafka's message.timeout.ms is the same setting, by its older name.)
         self._delivery_timeout = (
@@ -477,9 +493,19 @@ class KafkaProducer(Producer):
         self._fatal: ClientError | None = None
         # Partition counts of topics sent to with an explicit partition (checked in `send`).
         self._partition_counts: dict[str, int] = {}
+        # Keyless send_many: each topic's sticky partitioner, and when to re-read its partitions.
+        self._sticky: dict[str, tuple[StickyPartitioner, float]] = {}
+        self._run_bytes = (
+            int(config["batch.size"]) if "batch.size" in config else _LIBRDKAFKA_BATCH_BYTES
+        )
+        # Whether a partition's delivery reports follow send order (see _RunReports).
+        self._reports_in_order = (
+            options.get("enable.idempotence") is True or options.get("max.in.flight") == 1
+        )
         self._served = threading.Condition()
         self._sends = 0
         self._served_by_sender_at = 0.0
+        self._flushing = 0  # flush calls under way (from any thread; under _callbacks_lock)
         # on_delivery callbacks not run yet: while any is, only the producer's thread serves
         # reports, so a callback never runs inside the send() of a caller holding a lock.
         self._callbacks_due = 0
@@ -495,7 +521,7 @@ class KafkaProducer(Producer):
     def _serve(self) -> None:
         """Serve delivery reports until `close`; wakes senders waiting for queue space."""
         while not self._stopping.is_set():
-            if time.monotonic() - self._served_by_sender_at < _SENDER_BUSY_S:
+            if self._flushing or time.monotonic() - self._served_by_sender_at < _SENDER_BUSY_S:
                 self._stopping.wait(_SENDER_BUSY_S)
                 continue
             try:
@@ -533,15 +559,46 @@ class KafkaProducer(Producer):
         headers: Headers | Mapping[str, bytes | None] | None = None,
         on_delivery: DeliveryCallback | None = None,
     ) -> Future[RecordMetadata]:
-        self._check_open()
-        key_bytes = serialize(self._key_serializer, key, topic, "key")
-        value_bytes = serialize(self._value_serializer, value, topic, "value")
+        if self._closed or self._fatal is not None:
+            self._check_open()
+        # The common case inline: bytes in, no options; one frame and one future per record.
+        if not (self._plain_values and (value is None or type(value) is bytes)):
+            value = serialize(self._value_serializer, value, topic, "value")
+        if not (self._plain_keys and (key is None or type(key) is bytes)):
+            key = serialize(self._key_serializer, key, topic, "key")
+        if partition is None and timestamp is None and on_delivery is None and not headers:
+            future = _RecordFuture()  # also librdkafka's delivery callback for the record
+            try:
+                self._producer.produce(topic, value, key, -1, future)
+            except (BufferError, KafkaException):
+                # A full queue or a refused record: the careful path waits or fails it.
+                self._produce(topic, value, key, None, 0, None, future)
+            sends = self._sends = self._sends + 1
+            if not sends % _SERVE_EVERY_SENDS and not self._callbacks_due:
+                self._served_by_sender_at = time.monotonic()
+                self._producer.poll(0)
+            return future
+        return self._send_with_options(
+            topic, value, key, partition, timestamp, headers, on_delivery
+        )
+
+    def _send_with_options(
+        self,
+        topic: str,
+        value_bytes: bytes | None,
+        key_bytes: bytes | None,
+        partition: int | None,
+        timestamp: int | None,
+        headers: Headers | Mapping[str, bytes | None] | None,
+        on_delivery: DeliveryCallback | None,
+    ) -> Future[RecordMetadata]:
+        """`send` with a partition, timestamp, headers or callback: checked, then queued."""
         if partition is not None:
             self._check_partition(topic, partition)
-        future = _RecordFuture(topic)
+        future = _RecordFuture()
         delivered: Callable[[KafkaError | None, Message], None]
         if on_delivery is None:
-            delivered = future.delivered  # the common case: no Python frame of our own
+            delivered = future
         else:
             with self._callbacks_lock:
                 self._callbacks_due += 1
@@ -549,21 +606,7 @@ class KafkaProducer(Producer):
         stamp = _timestamp(timestamp)
         header_list = _header_list(headers) if headers else None
         try:
-            try:
-                self._producer.produce(
-                    topic,
-                    value_bytes,
-                    key_bytes,
-                    -1 if partition is None else partition,
-                    on_delivery=delivered,
-                    timestamp=stamp,
-                    headers=header_list,
-                )
-            except (BufferError, KafkaException):
-                # A full queue or a refused record: the careful path waits or fails it.
-                self._produce(
-                    topic, value_bytes, key_bytes, partition, stamp, header_list, delivered
-                )
+            self._produce(topic, value_bytes, key_bytes, partition, stamp, header_list, delivered)
         except BaseException:
             if on_delivery is not None:
                 with self._callbacks_lock:
@@ -589,37 +632,143 @@ class KafkaProducer(Producer):
         timestamp: int | None = None,
     ) -> Future[list[RecordMetadata]]:
         self._check_open()
+        # Busy from now: the producer's thread keeps out of librdkafka while this call queues
+        # (and serves) its records, rather than take turns with it at the GIL.
+        self._served_by_sender_at = time.monotonic()
+        if not isinstance(values, list | tuple):
+            values = list(values)
+        if keys is not None and not isinstance(keys, list | tuple):
+            keys = list(keys)
         if keys is not None and len(keys) != len(values):
             raise ValueError(f"send_many got {len(values)} values but {len(keys)} keys")
-        value_list = [serialize(self._value_serializer, value, topic, "value") for value in values]
-        key_list = (
-            [serialize(self._key_serializer, key, topic, "key") for key in keys]
-            if keys is not None
-            else [None] * len(value_list)
-        )
+        # Serialized up front, so a bad value fails the call before any record is queued; plain
+        # bytes (the bulk case) are checked by type in one C-level pass instead.
+        value_list: Sequence[bytes | None] = values
+        if not (self._plain_values and set(map(type, values)) <= _PLAIN_TYPES):
+            value_list = [
+                serialize(self._value_serializer, value, topic, "value") for value in values
+            ]
+        key_list: Sequence[bytes | None] | None = keys
+        if keys is not None and not (self._plain_keys and set(map(type, keys)) <= _PLAIN_TYPES):
+            key_list = [serialize(self._key_serializer, key, topic, "key") for key in keys]
         if partition is not None:
             self._check_partition(topic, partition)
         if not value_list:
             return _resolved_future([])
-        batch = _BatchDelivery(len(value_list), topic)
         stamp = _timestamp(timestamp)
+        if key_list is None and self._reports_in_order:
+            runs = self._keyless_runs(topic, value_list, partition)
+            if runs is not None:
+                return self._send_runs(topic, value_list, runs, stamp)
+        return self._send_each(topic, value_list, key_list, partition, stamp)
+
+    def _keyless_runs(
+        self, topic: str, values: Sequence[bytes | None], partition: int | None
+    ) -> list[tuple[int, int, int]] | None:
+        """Where keyless records go, as runs of (partition, start, stop) in send order: the
+        given partition, or Kafka's sticky partitioner moving on after each `batch.size` worth
+        of records. None when the topic's partitions cannot be read (librdkafka decides)."""
+        count = len(values)
+        if partition is not None:
+            return [(partition, 0, count)]
+        now = time.monotonic()
+        planned = self._sticky.get(topic)
+        if planned is None or now >= planned[1]:
+            try:
+                partition_count = len(self.partitions_for(topic))
+            except ClientError:
+                return None
+            sticky = planned[0] if planned is not None else None
+            if sticky is None or sticky.partition_count != partition_count:
+                sticky = StickyPartitioner(partition_count)
+            if len(self._sticky) > _PARTITION_CACHE_TOPICS_MAX:
+                self._sticky.clear()  # a cache, refilled on demand
+            planned = self._sticky[topic] = (sticky, now + _PARTITIONS_REFRESH_S)
+        sticky = planned[0]
+        try:
+            total_bytes = sum(map(len, values))  # type: ignore[arg-type]
+        except TypeError:  # tombstones among them
+            total_bytes = sum(len(value) for value in values if value is not None)
+        run_records = max(1, self._run_bytes * count // max(1, total_bytes))
+        runs = []
+        for start in range(0, count, run_records):
+            stop = min(count, start + run_records)
+            runs.append((sticky.partition(), start, stop))
+            if stop - start == run_records:
+                sticky.next_batch()
+        return runs
+
+    def _send_runs(
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        runs: list[tuple[int, int, int]],
+        stamp: int,
+    ) -> Future[list[RecordMetadata]]:
+        """Queue keyless records run by run, with one delivery callback for all of them: no
+        Python object per record, which is most of what a record would cost otherwise."""
+        reports = _RunReports(topic, len(values), runs)
+        produce = self._producer.produce
+        queued = 0
+        try:
+            for partition, start, stop in runs:
+                for value in values[start:stop]:
+                    try:
+                        if stamp:
+                            produce(topic, value, None, partition, reports, timestamp=stamp)
+                        else:
+                            produce(topic, value, None, partition, reports)
+                    except (BufferError, KafkaException):
+                        # A full queue or a refused record: the careful path waits or fails it.
+                        self._produce(topic, value, None, partition, stamp, None, reports)
+                    queued += 1
+        except BaseException as exception:
+            reports.abandon(len(values) - queued, exception)
+            raise
+        finally:
+            self._sent_many(queued)
+        return reports.future
+
+    def _send_each(
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None,
+        partition: int | None,
+        stamp: int,
+    ) -> Future[list[RecordMetadata]]:
+        """Queue records with a delivery callback each (keyed records: librdkafka partitions
+        them by murmur2, so only their own reports say where they went)."""
+        batch = _BatchDelivery(len(values), topic)
         target = -1 if partition is None else partition
         produce = self._producer.produce
         report = batch.delivered
-        for index, (key_bytes, value_bytes) in enumerate(zip(key_list, value_list, strict=True)):
-            callback = functools.partial(report, index)
-            try:
-                produce(
-                    topic, value_bytes, key_bytes, target, on_delivery=callback, timestamp=stamp
-                )
-            except (BufferError, KafkaException):
-                # A full queue or a refused record: the careful path waits or fails it.
-                self._produce(topic, value_bytes, key_bytes, partition, stamp, None, callback)
-        self._sends += len(value_list)
+        partial = functools.partial
+        keys_in_order = keys if keys is not None else [None] * len(values)
+        queued = 0
+        try:
+            for key_bytes, value_bytes in zip(keys_in_order, values, strict=True):
+                callback = partial(report, queued)
+                try:
+                    produce(
+                        topic, value_bytes, key_bytes, target, on_delivery=callback, timestamp=stamp
+                    )
+                except (BufferError, KafkaException):
+                    self._produce(topic, value_bytes, key_bytes, partition, stamp, None, callback)
+                queued += 1
+        except BaseException as exception:
+            batch.abandon(len(values) - queued, exception)
+            raise
+        finally:
+            self._sent_many(queued)
+        return batch.future
+
+    def _sent_many(self, count: int) -> None:
+        """Count sends; serve the reports that are ready right here (see _SENDER_BUSY_S)."""
+        self._sends += count
         if not self._callbacks_due:
             self._served_by_sender_at = time.monotonic()
             self._producer.poll(0)
-        return batch.future
 
     def _produce(
         self,
@@ -749,7 +898,16 @@ class KafkaProducer(Producer):
 
     def flush(self, timeout: float | None = None) -> int:
         self._check_open()
-        return self._producer.flush(_seconds(timeout))
+        # librdkafka's flush serves the reports itself: the producer's thread keeps out of it
+        # meanwhile (two threads serving reports take turns at the GIL per report).
+        with self._callbacks_lock:
+            self._flushing += 1
+        try:
+            return self._producer.flush(_seconds(timeout))
+        finally:
+            with self._callbacks_lock:
+                self._flushing -= 1
+            self._served_by_sender_at = time.monotonic()
 
     def close(self, timeout: float | None = None) -> None:
         with self._close_lock:
@@ -792,21 +950,17 @@ def _outcome(
 
 
 class _RecordFuture(DeliveryFuture[RecordMetadata]):
-    """The future of one `send`: holds the delivered message and makes its `RecordMetadata`
-    only when someone asks (most senders never look)."""
+    """The future of one `send`, and librdkafka's delivery callback for it: holds the delivered
+    message and makes its `RecordMetadata` only when someone asks (most senders never look)."""
 
     _built: RecordMetadata | None = None
 
-    def __init__(self, topic: str) -> None:
-        super().__init__()
-        self._topic = topic
-
-    def delivered(self, error: KafkaError | None, message: Message) -> None:
+    def __call__(self, error: KafkaError | None, message: Message) -> None:
         """librdkafka's delivery report for this record."""
         if error is None:
-            self.set_result(message)  # type: ignore[arg-type]
+            self._deliver(message)
         else:
-            self.set_exception(_outcome(error, message, self._topic)[1])
+            self.set_exception(_outcome(error, message, message.topic() or "")[1])
 
     def settle(self, metadata: RecordMetadata | None, failure: ClientError | None) -> None:
         """Complete with an outcome already made (a callback needed it first)."""
@@ -820,25 +974,24 @@ class _RecordFuture(DeliveryFuture[RecordMetadata]):
         built = self._built
         if built is None:
             message: Message = super().result(timeout)  # type: ignore[assignment]
-            built = self._built = _metadata(message, self._topic)
+            built = self._built = _metadata(message, "")
         return built
 
 
 class _BatchFuture(DeliveryFuture[list[RecordMetadata]]):
-    """The future of a `send_many`: holds the delivered messages and turns them into
-    `RecordMetadata` only when someone asks (most bulk senders only flush)."""
+    """The future of a `send_many`: complete when every record is reported, it turns their
+    messages into `RecordMetadata` only when someone asks (most bulk senders only flush)."""
 
     _built: list[RecordMetadata] | None = None
 
-    def __init__(self, topic: str) -> None:
-        super().__init__()
-        self._topic = topic
+    def __init__(self, build: Callable[[], list[RecordMetadata]]) -> None:
+        self._build = build
 
     def result(self, timeout: float | None = None) -> list[RecordMetadata]:
         built = self._built
         if built is None:
-            messages: list[Message] = super().result(timeout)  # type: ignore[assignment]
-            built = self._built = [_metadata(message, self._topic) for message in messages]
+            super().result(timeout)  # raises the failure, if any
+            built = self._built = self._build()
         return built
 
 
@@ -855,19 +1008,20 @@ def _metadata(message: Message, topic: str) -> RecordMetadata:
 
 
 class _BatchDelivery:
-    """One future for many records: their metadata in send order, or the first failure.
+    """One future for many records, a callback each: their metadata in send order, or the
+    first failure.
 
     A report only files its message in the record's slot and counts; reports may come from two
     polling threads at once, so slots are written once each and the count is an atomic counter.
     """
 
     def __init__(self, count: int, topic: str) -> None:
-        self.future = _BatchFuture(topic)
+        self.future = _BatchFuture(self._metadata)
         self._topic = topic
         self._count = count
         self._messages: list[Message | None] = [None] * count
         self._done = itertools.count(1)
-        self._failure: ClientError | None = None
+        self._failure: BaseException | None = None
 
     def delivered(self, index: int, error: KafkaError | None, message: Message) -> None:
         if error is None:
@@ -875,10 +1029,88 @@ class _BatchDelivery:
         elif self._failure is None:
             self._failure = _outcome(error, message, self._topic)[1]
         if next(self._done) == self._count:
-            if self._failure is not None:
-                self.future.set_exception(self._failure)
-            else:
-                self.future.set_result(self._messages)  # type: ignore[arg-type]
+            _finish(self.future, self._failure)
+
+    def abandon(self, count: int, failure: BaseException) -> None:
+        """`count` records were never queued (the call raised): the future fails once the
+        queued ones are reported, rather than waiting for ever."""
+        if self._failure is None:
+            self._failure = failure
+        for _ in range(count):
+            if next(self._done) == self._count:
+                _finish(self.future, self._failure)
+
+    def _metadata(self) -> list[RecordMetadata]:
+        topic = self._topic
+        return [_metadata(message, topic) for message in self._messages if message is not None]
+
+
+class _RunReports:
+    """The one delivery callback of a keyless `send_many`, whose records went out in runs of
+    known partitions (see `KafkaProducer._keyless_runs`).
+
+    Reports only append their message and count (from either polling thread; both are atomic
+    operations). The metadata is matched to records when asked for: within a partition the
+    offsets follow send order, which librdkafka keeps when idempotent or with one request in
+    flight, the only producers this is used for.
+    """
+
+    __slots__ = ("_count", "_done", "_failure", "_messages", "_runs", "_topic", "future")
+
+    def __init__(self, topic: str, count: int, runs: list[tuple[int, int, int]]) -> None:
+        self.future = _BatchFuture(self._metadata)
+        self._topic = topic
+        self._count = count
+        self._runs = runs
+        self._messages: list[Message] = []
+        self._done = itertools.count(1)
+        self._failure: BaseException | None = None
+
+    def __call__(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            self._messages.append(message)
+        elif self._failure is None:
+            self._failure = _outcome(error, message, self._topic)[1]
+        if next(self._done) == self._count:
+            _finish(self.future, self._failure)
+
+    def abandon(self, count: int, failure: BaseException) -> None:
+        """As `_BatchDelivery.abandon`."""
+        if self._failure is None:
+            self._failure = failure
+        for _ in range(count):
+            if next(self._done) == self._count:
+                _finish(self.future, self._failure)
+
+    def _metadata(self) -> list[RecordMetadata]:
+        reported: dict[int, list[Message]] = {}
+        for message in self._messages:
+            reported.setdefault(message.partition(), []).append(message)  # type: ignore[arg-type]
+        for messages in reported.values():
+            messages.sort(key=_offset_of)
+        used = dict.fromkeys(reported, 0)
+        topic = self._topic
+        built: list[RecordMetadata] = []
+        for partition, start, stop in self._runs:
+            messages = reported.get(partition, [])
+            first = used.get(partition, 0)
+            last = used[partition] = first + stop - start
+            invariant(last <= len(messages), "a report for every record of the run")
+            built.extend(_metadata(message, topic) for message in messages[first:last])
+        invariant(len(built) == self._count == len(self._messages), "one report per record")
+        return built
+
+
+def _offset_of(message: Message) -> int:
+    offset = message.offset()
+    return -1 if offset is None else offset
+
+
+def _finish(future: _BatchFuture, failure: BaseException | None) -> None:
+    if failure is not None:
+        future.set_exception(failure)
+    else:
+        future.set_result([])  # the metadata is built on demand
 
 
 # --- consumer -----------------------------------------------------------------------------------
@@ -1184,6 +1416,7 @@ class KafkaConsumer(Consumer):
         raw_keys, raw_values = self._raw_keys, self._raw_values
         key_deserializer, value_deserializer = self._key_deserializer, self._value_deserializer
         seen: set[tuple[str, int]] = set()
+        starts = bool(self._starts)  # start positions still to forget (rare: after assign)
         for message in messages:
             if message.error() is not None:
                 break
@@ -1208,7 +1441,8 @@ class KafkaConsumer(Consumer):
             except ClientError:
                 break  # `_slow_record` raises it again, with the records before it delivered
             headers = message.headers()
-            seen.add((topic, partition))
+            if starts:
+                seen.add((topic, partition))
             append(
                 new(
                     record_type,

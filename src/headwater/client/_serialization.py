@@ -172,6 +172,11 @@ def deserialize(
         ) from error
 
 
+def passes_bytes(serializer: Serializer) -> bool:
+    """Whether `serializer` sends bytes and None as they are (lets a backend skip the call)."""
+    return serializer is _bytes_out
+
+
 def is_identity(deserializer: Deserializer) -> bool:
     """Whether `deserializer` leaves bytes as they are (lets a backend skip the call)."""
     return deserializer is _bytes_in
@@ -184,6 +189,7 @@ __all__ = [
     "Serializer",
     "deserialize",
     "is_identity",
+    "passes_bytes",
     "resolve_deserializer",
     "resolve_serializer",
     "serialize",
