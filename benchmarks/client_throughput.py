@@ -193,6 +193,9 @@ def _raw_consume(bootstrap: str, topic: str, records: int) -> float:
             "group.id": f"raw-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "logger": _quiet(),
+            # The client API's defaults (Kafka's), where librdkafka's differ.
+            "check.crcs": True,
+            "isolation.level": "read_uncommitted",
         }
     )
     consumer.assign([RawTopicPartition(topic, 0, 0)])

@@ -708,25 +708,27 @@ class KafkaProducer(Producer):
         """Queue keyless records run by run, with one delivery callback for all of them: no
         Python object per record, which is most of what a record would cost otherwise."""
         reports = _RunReports(topic, len(values), runs)
+        report = reports.report  # bound once: a method is cheaper for librdkafka to call
         produce = self._producer.produce
-        queued = 0
+        index = 0
         try:
             for partition, start, stop in runs:
-                for value in values[start:stop]:
+                for index in range(start, stop):
+                    value = values[index]
                     try:
                         if stamp:
-                            produce(topic, value, None, partition, reports, timestamp=stamp)
+                            produce(topic, value, None, partition, report, timestamp=stamp)
                         else:
-                            produce(topic, value, None, partition, reports)
+                            produce(topic, value, None, partition, report)
                     except (BufferError, KafkaException):
                         # A full queue or a refused record: the careful path waits or fails it.
-                        self._produce(topic, value, None, partition, stamp, None, reports)
-                    queued += 1
+                        self._produce(topic, value, None, partition, stamp, None, report)
+                index = stop
         except BaseException as exception:
-            reports.abandon(len(values) - queued, exception)
+            reports.abandon(len(values) - index, exception)
             raise
         finally:
-            self._sent_many(queued)
+            self._sent_many(index)
         return reports.future
 
     def _send_each(
@@ -1066,7 +1068,8 @@ class _RunReports:
         self._done = itertools.count(1)
         self._failure: BaseException | None = None
 
-    def __call__(self, error: KafkaError | None, message: Message) -> None:
+    def report(self, error: KafkaError | None, message: Message) -> None:
+        """librdkafka's delivery report for one of the records."""
         if error is None:
             self._messages.append(message)
         elif self._failure is None:
