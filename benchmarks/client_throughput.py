@@ -14,6 +14,7 @@ Not a test: it prints numbers. In the same run and on the same machine:
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import shutil
@@ -156,9 +157,12 @@ RAW_PRODUCER = {
 }
 
 
-def _raw_produce(bootstrap: str, topic: str, values: list[bytes], *, reports: bool) -> float:
-    """A raw confluent-kafka loop; with `reports`, a delivery callback per record, as an
-    application that wants to know each record's fate (what `send` gives) must have."""
+def _raw_produce(
+    bootstrap: str, topic: str, values: list[bytes], *, reports: bool, each: bool = False
+) -> float:
+    """A raw confluent-kafka loop; with `reports`, one delivery callback that counts (the least
+    an application that checks deliveries needs); with `each`, a callback per record that keeps
+    its report, as an application that wants each record's own result (what `send` gives)."""
     producer = Producer({"bootstrap.servers": bootstrap, "logger": _quiet(), **RAW_PRODUCER})
     delivered = [0]
 
@@ -169,9 +173,17 @@ def _raw_produce(bootstrap: str, topic: str, values: list[bytes], *, reports: bo
     # for its producer id (up to ~0.5 s in librdkafka), which is not what is measured here.
     producer.produce(topic, b"warm-up")
     producer.flush(30)
+    kept: list[object] = [None] * len(values)
+
+    def keep(index: int, error: object, message: object) -> None:
+        kept[index] = message
+        delivered[0] += 1
+
     callback = report if reports else None
     start = time.perf_counter()
-    for value in values:
+    for index, value in enumerate(values):
+        if each:
+            callback = functools.partial(keep, index)
         while True:
             try:
                 producer.produce(topic, value, on_delivery=callback)
@@ -180,7 +192,7 @@ def _raw_produce(bootstrap: str, topic: str, values: list[bytes], *, reports: bo
                 producer.poll(0.01)
     remaining = producer.flush(120)
     elapsed = time.perf_counter() - start
-    assert remaining == 0 and (not reports or delivered[0] == len(values))
+    assert remaining == 0 and (not (reports or each) or delivered[0] == len(values))
     return elapsed
 
 
@@ -252,6 +264,9 @@ def _broker(records: int, size: int, runs: int) -> None:
             measures: dict[str, Callable[[], float]] = {
                 "bare": lambda: _raw_produce(broker.bootstrap, fresh(), values, reports=False),
                 "raw": lambda: _raw_produce(broker.bootstrap, fresh(), values, reports=True),
+                "raw_each": lambda: _raw_produce(
+                    broker.bootstrap, fresh(), values, reports=False, each=True
+                ),
                 "send": api_produce,
                 "send_many": api_send_many,
             }
@@ -262,6 +277,9 @@ def _broker(records: int, size: int, runs: int) -> None:
             _row("raw confluent-kafka produce, no reports", records, size, timings["bare"], None)
             _row("raw confluent-kafka produce + delivery callback", records, size, raw, None)
             _row("client API send (a future each)", records, size, timings["send"], raw)
+            each = timings["raw_each"]
+            _row("raw produce + a callback per record, kept", records, size, each, None)
+            _row("client API send, against that", records, size, timings["send"], each)
             _row("client API send_many (chunks)", records, size, timings["send_many"], raw)
 
             topic = fresh()
