@@ -599,7 +599,7 @@ class _Batch:
         self.limit_bytes = limit_bytes  # what the batch may grow to: batch.size, max.message.bytes
         self.deadline = deadline  # monotonic seconds: the first record plus linger.ms
         self.records: list[NewRecord] = []
-        self.futures: list[Future[RecordMetadata]] = []
+        self.futures: list[DeliveryFuture[RecordMetadata]] = []
         self.callbacks: list[DeliveryCallback | None] = []
         self.size_bytes = BATCH_HEADER_SIZE
         self.base_timestamp = 0
@@ -767,7 +767,7 @@ class EmbeddedProducer(Producer):
         key_bytes = serialize(self._key_serializer, key, topic, "key")
         value_bytes = serialize(self._value_serializer, value, topic, "value")
         header_items = _check_headers(headers, topic) if headers else ()
-        future: Future[RecordMetadata] = DeliveryFuture()
+        future: DeliveryFuture[RecordMetadata] = DeliveryFuture()
         try:
             info = _topic_info(self._manager, topic, create=True)
         except HeadwaterError as error:
@@ -817,7 +817,7 @@ class EmbeddedProducer(Producer):
         info: TopicInfo,
         record: NewRecord,
         body: int,
-        future: Future[RecordMetadata],
+        future: DeliveryFuture[RecordMetadata],
         on_delivery: DeliveryCallback | None,
     ) -> None:
         """Add a record to its partition's open batch (under `_condition`)."""
@@ -1021,8 +1021,7 @@ class EmbeddedProducer(Producer):
                     append_time if append_time != -1 else cast(int, record.timestamp),
                 )
                 _run_callback(callback, metadata, None)
-                with contextlib.suppress(InvalidStateError):  # the caller cancelled it
-                    future.set_result(metadata)
+                future._deliver(metadata)  # each future is completed here once (never cancelled)
         else:
             error = _as_client_error(error)
             for future, callback in zip(batch.futures, batch.callbacks, strict=True):
