@@ -130,6 +130,23 @@ class DeliveryFuture(Future[T]):
                 return
         Future.set_result(self, result)
 
+    def _report(self, error: object, message: Any) -> None:
+        """A librdkafka-style delivery report, `(error, message)`, once per future: the message
+        is the result (for `_deliver`'s price, in one frame), an error goes to `_failed`."""
+        if error is None:
+            with _CONDITION_LOCK:
+                if not self._watched:
+                    self._result = message
+                    self._finished = FINISHED
+                    return
+            Future.set_result(self, message)
+        else:
+            self._failed(error, message)
+
+    def _failed(self, error: Any, message: Any) -> None:
+        """What a failed report sets: the backend's typed error."""
+        self.set_exception(error if isinstance(error, BaseException) else RuntimeError(error))
+
     def result(self, timeout: float | None = None) -> T:
         """The standard `result`, without making a condition when already finished unwatched
         (a sender looking after `flush`)."""

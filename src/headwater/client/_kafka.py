@@ -957,12 +957,10 @@ class _RecordFuture(DeliveryFuture[RecordMetadata]):
 
     _built: RecordMetadata | None = None
 
-    def __call__(self, error: KafkaError | None, message: Message) -> None:
-        """librdkafka's delivery report for this record."""
-        if error is None:
-            self._deliver(message)
-        else:
-            self.set_exception(_outcome(error, message, message.topic() or "")[1])
+    __call__ = DeliveryFuture._report  # librdkafka's delivery report for this record
+
+    def _failed(self, error: KafkaError, message: Message) -> None:
+        self.set_exception(_outcome(error, message, message.topic() or "")[1])
 
     def settle(self, metadata: RecordMetadata | None, failure: ClientError | None) -> None:
         """Complete with an outcome already made (a callback needed it first)."""
