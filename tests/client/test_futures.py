@@ -52,8 +52,10 @@ def test_done_callbacks_before_and_after() -> None:
     assert seen == [3, 4]
 
 
-def test_a_waiter_is_never_missed() -> None:
-    """A waiter arriving as the future completes (the lazy condition's race) always wakes."""
+@pytest.mark.parametrize("complete", ["set_result", "_deliver"])
+def test_a_waiter_is_never_missed(complete: str) -> None:
+    """A waiter arriving as the future completes (the lazy condition's race) always wakes,
+    whether the future is completed as any Future or by a producer's delivery report."""
     for _ in range(2_000):
         future: DeliveryFuture[int] = DeliveryFuture()
         started = threading.Event()
@@ -70,7 +72,7 @@ def test_a_waiter_is_never_missed() -> None:
         thread = threading.Thread(target=wait)
         thread.start()
         started.wait()
-        future.set_result(7)
+        getattr(future, complete)(7)
         thread.join(timeout=10)
         assert results == [7]
 
@@ -93,29 +95,6 @@ def test_library_helpers_accept_it() -> None:
         return await asyncio.wrap_future(future)
 
     assert asyncio.run(bridged()) == 9
-
-
-def test_a_delivery_report_never_misses_a_waiter() -> None:
-    """`_deliver` (a producer's report) against a waiter arriving at the same moment."""
-    for _ in range(2_000):
-        future: DeliveryFuture[int] = DeliveryFuture()
-        started = threading.Event()
-        results: list[int] = []
-
-        def wait(
-            f: DeliveryFuture[int] = future,
-            s: threading.Event = started,
-            out: list[int] = results,
-        ) -> None:
-            s.set()
-            out.append(f.result(timeout=5))
-
-        thread = threading.Thread(target=wait)
-        thread.start()
-        started.wait()
-        future._deliver(7)
-        thread.join(timeout=10)
-        assert results == [7]
 
 
 def test_an_unwatched_future_stores_its_outcome_in_slots_only() -> None:

@@ -239,6 +239,20 @@ def test_send_refusals_are_typed(client: Client) -> None:
         assert producer.send(topic, b"fits").result(30).offset == 0
 
 
+def test_send_many_fails_as_a_whole_on_a_refused_record(client: Client) -> None:
+    """One record librdkafka refuses fails the call's future, keyless (one callback for the
+    call) or keyed (one per record); the producer goes on."""
+    topic = new_topic(client, partitions=2)
+    with client.producer(max_request_size=2000) as producer:
+        keyless = producer.send_many(topic, [b"ok", b"x" * 5000, b"ok too"])
+        keyed = producer.send_many(topic, [b"ok", b"x" * 5000], keys=[b"a", b"b"])
+        for future in (keyless, keyed):
+            failure = future.exception(30)
+            assert isinstance(failure, RecordBatchTooLargeError) and failure.error_code == 10
+        placed = producer.send_many(topic, [b"after"] * 3).result(30)
+    assert len(placed) == 3 and all(metadata.offset >= 0 for metadata in placed)
+
+
 @pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
 def test_seek_inside_on_assign_and_before_fetching(client: Client, strategy: str) -> None:
     """librdkafka refuses to seek a partition it is not fetching yet ("Erroneous state"):

@@ -1007,26 +1007,23 @@ def _metadata(message: Message, topic: str) -> RecordMetadata:
     )
 
 
-class _BatchDelivery:
-    """One future for many records, a callback each: their metadata in send order, or the
-    first failure.
+class _Reports:
+    """One future for the records of a `send_many`: done when each is reported (or given up),
+    failed by the first failure. Reports may come from two polling threads at once, so the
+    count is an atomic counter and each report writes once."""
 
-    A report only files its message in the record's slot and counts; reports may come from two
-    polling threads at once, so slots are written once each and the count is an atomic counter.
-    """
+    __slots__ = ("_count", "_done", "_failure", "_topic", "future")
 
-    def __init__(self, count: int, topic: str) -> None:
+    def __init__(self, topic: str, count: int) -> None:
         self.future = _BatchFuture(self._metadata)
         self._topic = topic
         self._count = count
-        self._messages: list[Message | None] = [None] * count
         self._done = itertools.count(1)
         self._failure: BaseException | None = None
 
-    def delivered(self, index: int, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self._messages[index] = message
-        elif self._failure is None:
+    def _counted(self, error: KafkaError | None, message: Message) -> None:
+        """Count one report (a failure remembered); the last completes the future."""
+        if error is not None and self._failure is None:
             self._failure = _outcome(error, message, self._topic)[1]
         if next(self._done) == self._count:
             _finish(self.future, self._failure)
@@ -1041,47 +1038,56 @@ class _BatchDelivery:
                 _finish(self.future, self._failure)
 
     def _metadata(self) -> list[RecordMetadata]:
+        raise NotImplementedError
+
+
+class _BatchDelivery(_Reports):
+    """A callback per record (`delivered` with its index): each report files its message in the
+    record's slot, so the metadata comes in send order as it is."""
+
+    __slots__ = ("_messages",)
+
+    def __init__(self, count: int, topic: str) -> None:
+        super().__init__(topic, count)
+        self._messages: list[Message | None] = [None] * count
+
+    def delivered(self, index: int, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            self._messages[index] = message
+            if next(self._done) == self._count:  # `_counted`, inline on the hot path
+                _finish(self.future, self._failure)
+        else:
+            self._counted(error, message)
+
+    def _metadata(self) -> list[RecordMetadata]:
         topic = self._topic
         return [_metadata(message, topic) for message in self._messages if message is not None]
 
 
-class _RunReports:
+class _RunReports(_Reports):
     """The one delivery callback of a keyless `send_many`, whose records went out in runs of
     known partitions (see `KafkaProducer._keyless_runs`).
 
-    Reports only append their message and count (from either polling thread; both are atomic
-    operations). The metadata is matched to records when asked for: within a partition the
-    offsets follow send order, which librdkafka keeps when idempotent or with one request in
-    flight, the only producers this is used for.
+    Reports only append their message (an atomic operation). The metadata is matched to
+    records when asked for: within a partition the offsets follow send order, which librdkafka
+    keeps when idempotent or with one request in flight, the only producers this is used for.
     """
 
-    __slots__ = ("_count", "_done", "_failure", "_messages", "_runs", "_topic", "future")
+    __slots__ = ("_messages", "_runs")
 
     def __init__(self, topic: str, count: int, runs: list[tuple[int, int, int]]) -> None:
-        self.future = _BatchFuture(self._metadata)
-        self._topic = topic
-        self._count = count
+        super().__init__(topic, count)
         self._runs = runs
         self._messages: list[Message] = []
-        self._done = itertools.count(1)
-        self._failure: BaseException | None = None
 
     def report(self, error: KafkaError | None, message: Message) -> None:
         """librdkafka's delivery report for one of the records."""
         if error is None:
             self._messages.append(message)
-        elif self._failure is None:
-            self._failure = _outcome(error, message, self._topic)[1]
-        if next(self._done) == self._count:
-            _finish(self.future, self._failure)
-
-    def abandon(self, count: int, failure: BaseException) -> None:
-        """As `_BatchDelivery.abandon`."""
-        if self._failure is None:
-            self._failure = failure
-        for _ in range(count):
-            if next(self._done) == self._count:
+            if next(self._done) == self._count:  # `_counted`, inline on the hot path
                 _finish(self.future, self._failure)
+        else:
+            self._counted(error, message)
 
     def _metadata(self) -> list[RecordMetadata]:
         reported: dict[int, list[Message]] = {}
