@@ -133,6 +133,24 @@ def test_keyless_send_many_says_where_each_record_went(backend: Backend) -> None
     assert [held[(m.partition, m.offset)] for m in with_tombstone] == [b"before", None, b"after"]
 
 
+def test_acks_0_metadata_has_no_offset(backend: Backend) -> None:
+    """As Kafka's producers report it: with acks=0 nothing comes back, so each record's
+    metadata names its partition and timestamp but offset -1, on every path of the API."""
+    topic = backend.topic(partitions=2)
+    before = int(time.time() * 1000) - 1_000
+    with backend.producer(acks="0") as producer:
+        one = producer.send(topic, b"one", partition=1).result(30)
+        keyless = producer.send_many(topic, [b"a", b"b"], partition=0).result(30)
+        keyed = producer.send_many(topic, [b"c", b"d"], keys=[b"x", b"y"]).result(30)
+    placed = [one, *keyless, *keyed]
+    assert [m.offset for m in placed] == [-1] * 5
+    assert [m.partition for m in placed] == [1, 0, 0, partition_for_key(b"x", 2)] + [
+        partition_for_key(b"y", 2)
+    ]
+    assert all(m.timestamp >= before for m in placed)
+    assert len(read_topic(backend, topic, 5, exactly=True)) == 5
+
+
 def test_flush_waits_for_every_record_and_delivery_callbacks(backend: Backend) -> None:
     topic = backend.topic(partitions=2)
     delivered: list[tuple[object, object]] = []

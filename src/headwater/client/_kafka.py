@@ -25,7 +25,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, NamedTuple, TypeVar
@@ -1041,75 +1041,113 @@ class _Reports:
         raise NotImplementedError
 
 
-class _BatchDelivery(_Reports):
-    """A callback per record (`delivered` with its index): each report files its message in the
-    record's slot, so the metadata comes in send order as it is."""
+# A collector keeps where each reported record landed as three ints in one flat list
+# (partition, offset, timestamp), never librdkafka's `Message`s or a tuple per record: those are
+# tracked by the garbage collector and live until the metadata is asked for, so a call's
+# thousands of them made collections cost more than queueing the records did. Plain ints are
+# not tracked, and the short-lived tuples below are freed before a collection counts them.
+_PLACED_FIELDS = 3
 
-    __slots__ = ("_messages",)
+
+_Landed = tuple[int | None, int | None, int]  # partition, offset, timestamp (-1: none)
+
+
+def _landed(placed: list[int | None]) -> Iterator[_Landed]:
+    """The (partition, offset, timestamp) triples of a flat list of them."""
+    fields = iter(placed)
+    return zip(fields, fields, fields, strict=True)  # type: ignore[arg-type]
+
+
+def _landed_metadata(topic: str, landed: _Landed) -> RecordMetadata:
+    partition, offset, stamp = landed
+    return RecordMetadata(
+        topic,
+        -1 if partition is None else partition,
+        -1 if offset is None or offset < 0 else offset,  # none known with acks=0
+        stamp,
+    )
+
+
+class _BatchDelivery(_Reports):
+    """A callback per record (`delivered` with its index): each report files where its record
+    landed in the record's slots, so the metadata comes in send order as it is."""
+
+    __slots__ = ("_placed",)
 
     def __init__(self, count: int, topic: str) -> None:
         super().__init__(topic, count)
-        self._messages: list[Message | None] = [None] * count
+        self._placed: list[int | None] = [None] * (count * _PLACED_FIELDS)
 
     def delivered(self, index: int, error: KafkaError | None, message: Message) -> None:
         if error is None:
-            self._messages[index] = message
+            first = index * _PLACED_FIELDS
+            self._placed[first : first + _PLACED_FIELDS] = (  # one atomic write
+                message.partition(),
+                message.offset(),
+                message.timestamp()[1],  # -1 when the message has none
+            )
             if next(self._done) == self._count:  # `_counted`, inline on the hot path
                 _finish(self.future, self._failure)
         else:
             self._counted(error, message)
 
     def _metadata(self) -> list[RecordMetadata]:
+        # Built only for a future that succeeded: every record was reported.
         topic = self._topic
-        return [_metadata(message, topic) for message in self._messages if message is not None]
+        return [_landed_metadata(topic, landed) for landed in _landed(self._placed)]
 
 
 class _RunReports(_Reports):
     """The one delivery callback of a keyless `send_many`, whose records went out in runs of
     known partitions (see `KafkaProducer._keyless_runs`).
 
-    Reports only append their message (an atomic operation). The metadata is matched to
-    records when asked for: within a partition the offsets follow send order, which librdkafka
-    keeps when idempotent or with one request in flight, the only producers this is used for.
+    Reports only append where their record landed (one atomic `extend`). The metadata is
+    matched to records when asked for: within a partition the offsets follow send order, which
+    librdkafka keeps when idempotent or with one request in flight, the only producers this is
+    used for.
     """
 
-    __slots__ = ("_messages", "_runs")
+    __slots__ = ("_placed", "_runs")
 
     def __init__(self, topic: str, count: int, runs: list[tuple[int, int, int]]) -> None:
         super().__init__(topic, count)
         self._runs = runs
-        self._messages: list[Message] = []
+        self._placed: list[int | None] = []
 
     def report(self, error: KafkaError | None, message: Message) -> None:
         """librdkafka's delivery report for one of the records."""
         if error is None:
-            self._messages.append(message)
+            self._placed.extend((message.partition(), message.offset(), message.timestamp()[1]))
             if next(self._done) == self._count:  # `_counted`, inline on the hot path
                 _finish(self.future, self._failure)
         else:
             self._counted(error, message)
 
     def _metadata(self) -> list[RecordMetadata]:
-        reported: dict[int, list[Message]] = {}
-        for message in self._messages:
-            reported.setdefault(message.partition(), []).append(message)  # type: ignore[arg-type]
-        for messages in reported.values():
-            messages.sort(key=_offset_of)
+        placed = self._placed
+        reported: dict[int | None, list[_Landed]] = {}
+        for landed in _landed(placed):
+            reported.setdefault(landed[0], []).append(landed)
+        for in_partition in reported.values():
+            # Stable: unknown offsets (acks=0) keep the order of the reports.
+            in_partition.sort(key=_offset_of)
         used = dict.fromkeys(reported, 0)
         topic = self._topic
         built: list[RecordMetadata] = []
         for partition, start, stop in self._runs:
-            messages = reported.get(partition, [])
+            in_partition = reported.get(partition, [])
             first = used.get(partition, 0)
             last = used[partition] = first + stop - start
-            invariant(last <= len(messages), "a report for every record of the run")
-            built.extend(_metadata(message, topic) for message in messages[first:last])
-        invariant(len(built) == self._count == len(self._messages), "one report per record")
+            invariant(last <= len(in_partition), "a report for every record of the run")
+            built.extend(_landed_metadata(topic, landed) for landed in in_partition[first:last])
+        invariant(
+            len(built) == self._count == len(placed) // _PLACED_FIELDS, "one report per record"
+        )
         return built
 
 
-def _offset_of(message: Message) -> int:
-    offset = message.offset()
+def _offset_of(landed: _Landed) -> int:
+    offset = landed[1]
     return -1 if offset is None else offset
 
 
