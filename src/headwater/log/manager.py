@@ -8,8 +8,8 @@ Layout (partition directories and checkpoint files as Kafka names them):
   DATA/__headwater_meta/topics/NAME.json  a topic's id, partition count and config overrides
   DATA/NAME-N/                            a partition's segments
 
-`LogManager` owns every `PartitionLog` it opened. Thread-safe: topic changes hold `_lock`;
-partition logs are themselves thread-safe.
+`LogManager` owns every `PartitionLog` it opened. Thread-safe: topic changes hold `_lock`
+(`topic` reads without it; see there); partition logs are themselves thread-safe.
 """
 
 from __future__ import annotations
@@ -333,8 +333,13 @@ class LogManager:
         return topic
 
     def topic(self, name: str) -> TopicInfo:
-        with self._lock:
-            return self._get(name).info
+        # Without `_lock`: producers ask once a record. Writers change a topic by replacing
+        # whole values (the topics dict entry, the frozen info, last), and a dict or attribute
+        # read is atomic, so this sees the topic before or after a change, never half of one.
+        topic = self._topics.get(name)
+        if topic is None:
+            raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
+        return topic.info
 
     def has_topic(self, name: str) -> bool:
         with self._lock:
@@ -385,8 +390,8 @@ class LogManager:
                 self._open_new_partition(info, partition) for partition in range(current, total)
             ]
             self._write_topic(info)
-            topic.info = info
             topic.partitions.extend(new_logs)
+            topic.info = info  # last: a reader without the lock (`topic`) sees the logs first
             return info
 
     def all_partitions(self) -> Iterator[PartitionLog]:
