@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import headwater
 from headwater.client import OFFSET_BEGINNING, OFFSET_END, NewTopic, TopicPartition
-from headwater.client._embedded import EmbeddedClient
+from headwater.client._embedded import EmbeddedClient, _record_body_bytes, _record_bytes
 from headwater.errors import (
     ClientClosedError,
     ClientError,
@@ -30,7 +32,13 @@ from headwater.errors import (
 )
 from headwater.log.compression import Compression
 from headwater.log.manager import open_log_manager
-from headwater.log.record_batch import BatchHeader, iter_batches
+from headwater.log.record_batch import (
+    BATCH_HEADER_SIZE,
+    BatchHeader,
+    NewRecord,
+    encode_batch,
+    iter_batches,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -397,3 +405,42 @@ def test_partitions_are_read_in_turn(data_dir: Path) -> None:
             consumer.assign({TopicPartition("fair", p): 0 for p in range(3)})
             first_three = [consumer.poll_batch(timeout=30) for _ in range(3)]
         assert [{r.partition for r in batch} for batch in first_three] == [{0}, {1}, {2}]
+
+
+# Lengths around every varint width boundary (64 and 8192 bytes, zigzag-encoded), and small ones
+# so record bodies land on both sides of 64 too.
+_FIELD = st.one_of(
+    st.none(),
+    st.integers(0, 80).map(bytes),
+    st.sampled_from([8191, 8192, 8193]).map(bytes),
+)
+_HEADERS = st.lists(
+    st.tuples(st.text(max_size=70), st.one_of(st.none(), st.integers(0, 70).map(bytes))),
+    max_size=3,
+)
+_DELTA = st.one_of(st.integers(-200, 200), st.integers(-(2**40), 2**40))
+
+
+@given(
+    base=st.integers(0, 2**41),
+    records=st.lists(st.tuples(_FIELD, _FIELD, _DELTA, _HEADERS), min_size=1, max_size=80),
+)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_producer_size_accounting_is_what_encode_batch_writes(
+    base: int,
+    records: list[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes | None]]]],
+) -> None:
+    """The accumulator sizes each record in arithmetic (batch.size and buffer.memory depend on
+    it); it must equal the bytes `encode_batch` then writes, deltas and varint widths included."""
+    stamps = [base] + [base + delta for _, _, delta, _ in records[1:]]
+    accounted = BATCH_HEADER_SIZE + sum(
+        _record_bytes(_record_body_bytes(key, value, headers), index, stamp - base)
+        for index, ((key, value, _, headers), stamp) in enumerate(zip(records, stamps, strict=True))
+    )
+    batch = encode_batch(
+        [
+            NewRecord(key, value, stamp, tuple(headers))
+            for (key, value, _, headers), stamp in zip(records, stamps, strict=True)
+        ]
+    )
+    assert accounted == len(batch)
