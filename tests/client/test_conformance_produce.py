@@ -144,9 +144,8 @@ def test_acks_0_metadata_has_no_offset(backend: Backend) -> None:
         keyed = producer.send_many(topic, [b"c", b"d"], keys=[b"x", b"y"]).result(30)
     placed = [one, *keyless, *keyed]
     assert [m.offset for m in placed] == [-1] * 5
-    assert [m.partition for m in placed] == [1, 0, 0, partition_for_key(b"x", 2)] + [
-        partition_for_key(b"y", 2)
-    ]
+    keyed_partitions = [partition_for_key(key, 2) for key in (b"x", b"y")]
+    assert [m.partition for m in placed] == [1, 0, 0, *keyed_partitions]
     assert all(m.timestamp >= before for m in placed)
     assert len(read_topic(backend, topic, 5, exactly=True)) == 5
 
