@@ -1044,11 +1044,9 @@ class _Reports:
 # A collector keeps where each reported record landed as three ints in one flat list
 # (partition, offset, timestamp), never librdkafka's `Message`s or a tuple per record: those are
 # tracked by the garbage collector and live until the metadata is asked for, so a call's
-# thousands of them made collections cost more than queueing the records did. Plain ints are
-# not tracked, and the short-lived tuples below are freed before a collection counts them.
+# thousands of them made collections cost more than queueing the records did. Ints are not
+# tracked, and the tuples the reports build are freed at once.
 _PLACED_FIELDS = 3
-
-
 _Landed = tuple[int | None, int | None, int]  # partition, offset, timestamp (-1: none)
 
 
