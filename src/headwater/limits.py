@@ -41,8 +41,13 @@ MIN_CLEANABLE_DIRTY_RATIO_DEFAULT = 0.5
 
 # How often the manager writes its recovery-point checkpoint; Kafka's default is 60 s.
 RECOVERY_POINT_CHECKPOINT_INTERVAL_MS = 60_000
-# How often background maintenance (time flush, retention, compaction) wakes.
+# How often background maintenance (time flush, compaction, checkpoints) wakes.
 MAINTENANCE_INTERVAL_MS = 1_000
+# How often it applies retention.ms and retention.bytes: Kafka's log.retention.check.interval.ms,
+# first 30 s after start (Kafka's initial task delay). Records past retention stay readable
+# until then, as on Kafka: a replay of old data is not deleted the second it lands.
+RETENTION_CHECK_INTERVAL_MS = 300_000
+RETENTION_FIRST_CHECK_DELAY_MS = 30_000
 # Size of one read while scanning a segment during recovery or a scrub.
 SCAN_CHUNK_BYTES = 1024 * 1024
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
-from broker_process import ServedBroker
+from broker_process import ServedBroker, start_broker
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -91,3 +92,45 @@ def test_large_fetches_are_sent_by_sendfile(headwater_broker: ServedBroker) -> N
     sent = re.search(r"(\d+) record bytes sent by sendfile", headwater_broker.log_tail())
     assert sent is not None, headwater_broker.log_tail()
     assert int(sent.group(1)) > 1_000_000
+
+
+def _old_records_low_watermark(broker: ServedBroker, wait_s: float) -> tuple[int, int]:
+    """Produce three records stamped 30 days ago to a topic keeping one day, wait up to
+    `wait_s` for retention to remove them; the partition's (low, high) watermarks then."""
+    admin = AdminClient(_config(broker))
+    topic = NewTopic("replayed", 1, 1, config={"retention.ms": "86400000"})
+    for future in admin.create_topics([topic]).values():
+        assert future.result(10) is None
+    producer = Producer(_config(broker, acks="all"))
+    stamp = int(time.time() * 1000) - 30 * 86_400_000
+    for number in range(3):
+        producer.produce("replayed", value=b"old-%d" % number, timestamp=stamp + number)
+    assert producer.flush(15) == 0
+    consumer = Consumer(_config(broker, **{"group.id": "unused"}))
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            low, high = consumer.get_watermark_offsets(TopicPartition("replayed", 0), timeout=10)
+            if low == high or time.monotonic() >= deadline:
+                return low, high
+            time.sleep(0.1)
+    finally:
+        consumer.close()
+
+
+def test_retention_waits_for_its_check_interval(tmp_path: Path) -> None:
+    """As Kafka's log.retention.check.interval.ms (5 min, the first check 30 s after start):
+    records older than retention.ms stay readable until the next check, so replayed history is
+    not deleted the second it lands; a short interval set with -c removes them within it."""
+    default = start_broker(tmp_path / "default", tmp_path / "default.log")
+    try:
+        assert _old_records_low_watermark(default, wait_s=3.0) == (0, 3)
+    finally:
+        assert default.stop() == 0, default.log_tail()
+    quick = start_broker(
+        tmp_path / "quick", tmp_path / "quick.log", "-c", "log.retention.check.interval.ms=200"
+    )
+    try:
+        assert _old_records_low_watermark(quick, wait_s=20.0) == (3, 3)
+    finally:
+        assert quick.stop() == 0, quick.log_tail()

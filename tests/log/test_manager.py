@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,24 @@ def test_second_process_is_refused_with_the_holder_named(data_dir: Path) -> None
     LogManager(str(data_dir)).close()
 
 
+def test_background_retention_waits_for_its_check_interval(data_dir: Path) -> None:
+    """Maintenance every 10 ms, retention every minute (at most 30 s after start): expired
+    segments stay until then, as Kafka's log.retention.check.interval.ms keeps them."""
+    manager = LogManager(str(data_dir))
+    try:
+        manager.create_topic(
+            "t", 1, {"segment.bytes": "1024", "retention.ms": "1", "file.delete.delay.ms": "0"}
+        )
+        log = manager.partition("t", 0)
+        for start in range(0, 30, 3):
+            log.append_records(records(3, start=start, size=100))
+        manager.start_background(interval_ms=10, retention_check_interval_ms=60_000)
+        time.sleep(0.5)
+        assert log.log_start_offset == 0
+    finally:
+        manager.close()
+
+
 def test_background_maintenance_applies_retention(data_dir: Path) -> None:
     manager = LogManager(str(data_dir))
     try:
@@ -145,11 +164,9 @@ def test_background_maintenance_applies_retention(data_dir: Path) -> None:
         log = manager.partition("t", 0)
         for start in range(0, 30, 3):
             log.append_records(records(3, start=start, size=100))
-        manager.start_background(interval_ms=10)
+        manager.start_background(interval_ms=10, retention_check_interval_ms=10)
         deadline = 200
         while log.log_start_offset < 30 and deadline:
-            import time
-
             time.sleep(0.02)
             deadline -= 1
         assert log.log_start_offset == 30

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from headwater import limits
 from headwater.coordinator.group import CoordinatorConfig
 from headwater.errors import ConfigError
 from headwater.protocol.connection import FRAME_BYTES_MAX_DEFAULT, IN_FLIGHT_REQUESTS_MAX_DEFAULT
@@ -42,6 +43,8 @@ _COORDINATOR_SETTINGS = {
     "offsets.retention.ms": ("offsets_retention_ms", 1),
     "offsets.retention.check.interval.ms": ("offsets_retention_check_interval_ms", 1),
 }
+# The log's one setting here (the rest are the topics' own, by Kafka's topic config names).
+_RETENTION_CHECK_INTERVAL = "log.retention.check.interval.ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ class BrokerConfig:
     connections_max: int = CONNECTIONS_MAX_DEFAULT  # max.connections
     # group.* and offsets.* settings, by Kafka's names through `with_settings`.
     group_coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    # log.retention.check.interval.ms
+    retention_check_interval_ms: int = limits.RETENTION_CHECK_INTERVAL_MS
 
     def __post_init__(self) -> None:
         if self.default_partitions < 1:
@@ -70,10 +75,11 @@ class BrokerConfig:
     def with_settings(self, settings: Mapping[str, str]) -> BrokerConfig:
         """This config with broker settings given by Kafka's names (`headwater serve -c`)."""
         coordinator: dict[str, int] = {}
+        retention_check_interval_ms = self.retention_check_interval_ms
         for key, text in settings.items():
             field_name, scale = _COORDINATOR_SETTINGS.get(key, (None, 0))
-            if field_name is None:
-                known = ", ".join(sorted(_COORDINATOR_SETTINGS))
+            if field_name is None and key != _RETENTION_CHECK_INTERVAL:
+                known = ", ".join(sorted([*_COORDINATOR_SETTINGS, _RETENTION_CHECK_INTERVAL]))
                 raise ConfigError(f"unknown broker setting {key!r} (known: {known})")
             try:
                 value = int(text)
@@ -83,13 +89,22 @@ class BrokerConfig:
                 ) from None
             if value < 0:
                 raise ConfigError(f"broker setting {key!r} must not be negative")
-            coordinator[field_name] = value * scale
+            if field_name is None:
+                retention_check_interval_ms = value
+            else:
+                coordinator[field_name] = value * scale
+        if retention_check_interval_ms < 1:
+            raise ConfigError(f"{_RETENTION_CHECK_INTERVAL} must be positive")
         group = dataclasses.replace(self.group_coordinator, **coordinator)
         if group.session_timeout_ms_min > group.session_timeout_ms_max:
             raise ConfigError("group.min.session.timeout.ms exceeds group.max.session.timeout.ms")
         if group.offsets_retention_check_interval_ms < 1:
             raise ConfigError("offsets.retention.check.interval.ms must be positive")
-        return dataclasses.replace(self, group_coordinator=group)
+        return dataclasses.replace(
+            self,
+            group_coordinator=group,
+            retention_check_interval_ms=retention_check_interval_ms,
+        )
 
     @property
     def advertised(self) -> tuple[str, int]:

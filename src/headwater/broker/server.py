@@ -143,7 +143,9 @@ class Broker:
         return port
 
     async def start(self) -> None:
-        self.manager.start_background()
+        self.manager.start_background(
+            retention_check_interval_ms=self.config.retention_check_interval_ms
+        )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _ClientConnection(self),

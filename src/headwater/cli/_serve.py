@@ -39,7 +39,7 @@ def serve_command(
             "-c",
             "--config",
             metavar="KEY=VALUE",
-            help="A broker setting by Kafka's name (group.*, offsets.retention.minutes, ...).",
+            help="A broker setting by Kafka's name (group.*, offsets.*, log.retention.check.interval.ms).",
             show_default=False,
         ),
     ] = None,

@@ -22,6 +22,7 @@ import re
 import shutil
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -416,15 +417,17 @@ class LogManager:
             self._check_open()
             self._write_checkpoints()
 
-    def maintenance(self, now: int | None = None) -> None:
-        """One round of housekeeping: time-based flush, retention, compaction, checkpoints."""
+    def maintenance(self, now: int | None = None, *, retention: bool = True) -> None:
+        """One round of housekeeping: time-based flush, retention (unless not `retention`),
+        compaction, checkpoints."""
         from headwater.log.cleaner import clean_partition
 
         now = now_ms() if now is None else now
         for log in self.all_partitions():
             try:
                 log.flush_if_due(now)
-                log.apply_retention(now)
+                if retention:
+                    log.apply_retention(now)
                 if log.config.compact:
                     clean_partition(log, now)
                 log.close_retired(now)
@@ -437,14 +440,28 @@ class LogManager:
                 if not self._closed:
                     self._write_checkpoints()
 
-    def start_background(self, interval_ms: int = limits.MAINTENANCE_INTERVAL_MS) -> None:
-        """Run `maintenance` on a daemon thread until `close`."""
+    def start_background(
+        self,
+        interval_ms: int = limits.MAINTENANCE_INTERVAL_MS,
+        retention_check_interval_ms: int = limits.RETENTION_CHECK_INTERVAL_MS,
+    ) -> None:
+        """Run `maintenance` on a daemon thread until `close`: every `interval_ms`, with
+        retention every `retention_check_interval_ms` (the first after at most 30 s)."""
         invariant(self._background is None, "background maintenance started once")
+        if interval_ms < 1 or retention_check_interval_ms < 1:
+            raise ConfigError("maintenance intervals must be positive")
+        retention_every_s = retention_check_interval_ms / 1000
 
         def loop() -> None:
+            first_delay_ms = min(limits.RETENTION_FIRST_CHECK_DELAY_MS, retention_check_interval_ms)
+            retention_due = time.monotonic() + first_delay_ms / 1000
             while not self._stop.wait(interval_ms / 1000):
+                now = time.monotonic()
+                retention = now >= retention_due
+                if retention:
+                    retention_due = now + retention_every_s
                 try:
-                    self.maintenance()
+                    self.maintenance(retention=retention)
                 except Exception:  # keep maintaining the other partitions next round
                     _log.exception("background maintenance failed")
 
