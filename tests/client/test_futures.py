@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import signal
 import threading
+import time
 
 import pytest
 
-from headwater.client._futures import DeliveryFuture
+from headwater.client._futures import _CONDITION_LOCK, DeliveryFuture
 
 
 def test_outcomes_read_after_completion() -> None:
@@ -107,3 +109,39 @@ def test_an_unwatched_future_stores_its_outcome_in_slots_only() -> None:
     seen: list[bytes] = []
     plain.add_done_callback(lambda f: seen.append(f.result()))
     assert seen == [b"m"]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+@pytest.mark.parametrize("complete", ["deliver", "report"])
+def test_an_interrupt_never_leaves_the_completion_lock_held(complete: str) -> None:
+    """A signal handler raising mid-completion (Ctrl-C in a `flush`, which serves reports on
+    the main thread) must not leave the module-wide lock held: every future would hang."""
+    interrupts = 0
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+    try:
+        deadline = time.monotonic() + 5
+        while interrupts < 300 and time.monotonic() < deadline:
+            try:
+                for _ in range(1_000):
+                    future: DeliveryFuture[object] = DeliveryFuture()
+                    if complete == "deliver":
+                        future._deliver(1)
+                    else:
+                        future._report(None, 1)
+            except _Interrupted:
+                interrupts += 1
+                # Held for good only if this thread kept it (others hold it for microseconds).
+                assert _CONDITION_LOCK.acquire(timeout=1), f"held after interrupt {interrupts}"
+                _CONDITION_LOCK.release()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert interrupts >= 50  # enough interrupts landed to make the check mean something

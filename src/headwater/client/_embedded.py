@@ -726,7 +726,7 @@ class EmbeddedProducer(Producer):
         self._plain_keys = passes_bytes(key_serializer)  # bytes in: nothing to call per record
         self._plain_values = passes_bytes(value_serializer)
         # Everything below is guarded by `_condition`.
-        # `send` takes the lock with two calls: `with self._condition` is two Python frames more.
+        # `send` takes the lock itself: `with self._condition` is a Python frame more.
         self._lock = threading.RLock()
         self._condition = threading.Condition(self._lock)
         self._open: dict[tuple[str, int], _Batch] = {}
@@ -815,14 +815,11 @@ class EmbeddedProducer(Producer):
             # it waits in the batch, and every later collection walks it.
             record: NewRecord = (key_bytes, value_bytes, timestamp, header_items)  # type: ignore[assignment]
             timed_out = False
-            self._lock.acquire()
-            try:
+            with self._lock:
                 if self._queued_bytes + alone > self._buffer_bytes_max:
                     timed_out = not self._wait_for_buffer(alone)
                 if not timed_out:
                     self._enqueue(topic, partition, info, record, body, future, on_delivery)
-            finally:
-                self._lock.release()
             if timed_out:
                 full = KafkaTimeoutError(
                     f"buffer.memory ({self._buffer_bytes_max} bytes) stayed full for "

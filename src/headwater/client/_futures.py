@@ -33,8 +33,6 @@ T = TypeVar("T")
 # Guards the moment a future gains its condition against a completion deciding whether one
 # exists: held for a few instructions, never while waiting.
 _CONDITION_LOCK = threading.Lock()
-_acquire = _CONDITION_LOCK.acquire
-_release = _CONDITION_LOCK.release
 
 
 class DeliveryFuture(Future[T]):
@@ -125,28 +123,24 @@ class DeliveryFuture(Future[T]):
     def _deliver(self, result: Any) -> None:
         """`set_result` for a producer's delivery report, which comes once per future: the
         already-finished check is skipped and, unwatched, only two slots are written."""
-        _acquire()  # not `with`: that costs twice the two calls, on every record
-        try:
+        # `with`, not acquire() then try: a KeyboardInterrupt between those two would leave
+        # this module-wide lock held, and every future of the process would hang on it.
+        with _CONDITION_LOCK:
             if not self._watched:
                 self._result = result
                 self._finished = FINISHED
                 return
-        finally:
-            _release()
         Future.set_result(self, result)
 
     def _report(self, error: object, message: Any) -> None:
         """A librdkafka-style delivery report, `(error, message)`, once per future: the message
         is the result (for `_deliver`'s price, in one frame), an error goes to `_failed`."""
         if error is None:
-            _acquire()  # as in `_deliver`
-            try:
+            with _CONDITION_LOCK:  # as in `_deliver`
                 if not self._watched:
                     self._result = message
                     self._finished = FINISHED
                     return
-            finally:
-                _release()
             Future.set_result(self, message)
         else:
             self._failed(error, message)

@@ -1047,6 +1047,7 @@ class _Reports:
 # thousands of them made collections cost more than queueing the records did. Ints are not
 # tracked, and the tuples the reports build are freed at once.
 _PLACED_FIELDS = 3
+_NO_TIMESTAMP = confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 _Landed = tuple[int | None, int | None, int]  # partition, offset, timestamp (-1: none)
 
 
@@ -1078,11 +1079,12 @@ class _BatchDelivery(_Reports):
 
     def delivered(self, index: int, error: KafkaError | None, message: Message) -> None:
         if error is None:
+            kind, stamp = message.timestamp()
             first = index * _PLACED_FIELDS
             self._placed[first : first + _PLACED_FIELDS] = (  # one atomic write
                 message.partition(),
                 message.offset(),
-                message.timestamp()[1],  # -1 when the message has none
+                stamp if kind != _NO_TIMESTAMP else -1,
             )
             if next(self._done) == self._count:  # `_counted`, inline on the hot path
                 _finish(self.future, self._failure)
@@ -1115,7 +1117,10 @@ class _RunReports(_Reports):
     def report(self, error: KafkaError | None, message: Message) -> None:
         """librdkafka's delivery report for one of the records."""
         if error is None:
-            self._placed.extend((message.partition(), message.offset(), message.timestamp()[1]))
+            kind, stamp = message.timestamp()
+            self._placed.extend(
+                (message.partition(), message.offset(), stamp if kind != _NO_TIMESTAMP else -1)
+            )
             if next(self._done) == self._count:  # `_counted`, inline on the hot path
                 _finish(self.future, self._failure)
         else:
