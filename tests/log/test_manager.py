@@ -18,6 +18,7 @@ from headwater.errors import (
     UnknownTopicOrPartitionError,
 )
 from headwater.log.manager import CLEAN_SHUTDOWN_FILE, LogManager
+from headwater.log.partition_log import PartitionLog
 
 
 def test_topics_are_created_listed_and_persisted(data_dir: Path) -> None:
@@ -137,17 +138,23 @@ def test_second_process_is_refused_with_the_holder_named(data_dir: Path) -> None
     LogManager(str(data_dir)).close()
 
 
+def _expired_segments(manager: LogManager) -> PartitionLog:
+    """A partition of 30 records in several segments, all past retention.ms (1 ms)."""
+    manager.create_topic(
+        "t", 1, {"segment.bytes": "1024", "retention.ms": "1", "file.delete.delay.ms": "0"}
+    )
+    log = manager.partition("t", 0)
+    for start in range(0, 30, 3):
+        log.append_records(records(3, start=start, size=100))
+    return log
+
+
 def test_background_retention_waits_for_its_check_interval(data_dir: Path) -> None:
     """Maintenance every 10 ms, retention every minute (at most 30 s after start): expired
     segments stay until then, as Kafka's log.retention.check.interval.ms keeps them."""
     manager = LogManager(str(data_dir))
     try:
-        manager.create_topic(
-            "t", 1, {"segment.bytes": "1024", "retention.ms": "1", "file.delete.delay.ms": "0"}
-        )
-        log = manager.partition("t", 0)
-        for start in range(0, 30, 3):
-            log.append_records(records(3, start=start, size=100))
+        log = _expired_segments(manager)
         manager.start_background(interval_ms=10, retention_check_interval_ms=60_000)
         time.sleep(0.5)
         assert log.log_start_offset == 0
@@ -158,12 +165,7 @@ def test_background_retention_waits_for_its_check_interval(data_dir: Path) -> No
 def test_background_maintenance_applies_retention(data_dir: Path) -> None:
     manager = LogManager(str(data_dir))
     try:
-        manager.create_topic(
-            "t", 1, {"segment.bytes": "1024", "retention.ms": "1", "file.delete.delay.ms": "0"}
-        )
-        log = manager.partition("t", 0)
-        for start in range(0, 30, 3):
-            log.append_records(records(3, start=start, size=100))
+        log = _expired_segments(manager)
         manager.start_background(interval_ms=10, retention_check_interval_ms=10)
         deadline = 200
         while log.log_start_offset < 30 and deadline:

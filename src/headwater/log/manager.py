@@ -335,8 +335,8 @@ class LogManager:
 
     def topic(self, name: str) -> TopicInfo:
         # Without `_lock`: producers ask once a record. Writers change a topic by replacing
-        # whole values (the topics dict entry, the frozen info, last), and a dict or attribute
-        # read is atomic, so this sees the topic before or after a change, never half of one.
+        # whole values (a dict entry, or the frozen info once its logs exist), and a dict or
+        # attribute read is atomic, so this sees a topic before or after a change, not between.
         topic = self._topics.get(name)
         if topic is None:
             raise UnknownTopicOrPartitionError(f"unknown topic {name!r}")
@@ -418,8 +418,8 @@ class LogManager:
             self._write_checkpoints()
 
     def maintenance(self, now: int | None = None, *, retention: bool = True) -> None:
-        """One round of housekeeping: time-based flush, retention (unless not `retention`),
-        compaction, checkpoints."""
+        """One round of housekeeping: time-based flush, retention (if `retention`), compaction,
+        checkpoints."""
         from headwater.log.cleaner import clean_partition
 
         now = now_ms() if now is None else now
