@@ -115,8 +115,18 @@ class _Interrupted(Exception):
     pass
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise _Interrupted
+class _OneShotAlarm:
+    """A SIGALRM handler that raises once, then stays quiet until re-armed: the test's own
+    bookkeeping (counting, probing the lock) must not be interrupted, or the test itself
+    could leave the lock held and hang every later test."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.armed:
+            self.armed = False
+            raise _Interrupted
 
 
 @pytest.mark.parametrize("complete", ["deliver", "report"])
@@ -124,12 +134,17 @@ def test_an_interrupt_never_leaves_the_completion_lock_held(complete: str) -> No
     """A signal handler raising mid-completion (Ctrl-C in a `flush`, which serves reports on
     the main thread) must not leave the module-wide lock held: every future would hang."""
     interrupts = 0
-    previous = signal.signal(signal.SIGALRM, _interrupt)
+    alarm = _OneShotAlarm()
+    previous = signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
     try:
         deadline = time.monotonic() + 5
-        while interrupts < 300 and time.monotonic() < deadline:
+        while True:
             try:
+                alarm.armed = True  # an interrupt from here on lands in the except below
+                if interrupts >= 300 or time.monotonic() >= deadline:
+                    alarm.armed = False
+                    break
                 for _ in range(1_000):
                     future: DeliveryFuture[object] = DeliveryFuture()
                     if complete == "deliver":
@@ -137,10 +152,13 @@ def test_an_interrupt_never_leaves_the_completion_lock_held(complete: str) -> No
                     else:
                         future._report(None, 1)
             except _Interrupted:
+                # Disarmed by the handler: nothing below is interrupted.
                 interrupts += 1
                 # Held for good only if this thread kept it (others hold it for microseconds).
-                assert _CONDITION_LOCK.acquire(timeout=1), f"held after interrupt {interrupts}"
-                _CONDITION_LOCK.release()
+                held = not _CONDITION_LOCK.acquire(timeout=1)
+                if not held:
+                    _CONDITION_LOCK.release()
+                assert not held, f"held after interrupt {interrupts}"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(signal.SIGALRM, previous)
