@@ -58,6 +58,12 @@ APIS: list[tuple[str, int, int]] = [
     ("IncrementalAlterConfigs", 0, 1),
     ("OffsetDelete", 0, 0),
     ("DescribeCluster", 0, 1),
+    ("AddPartitionsToTxn", 0, 5),
+    ("AddOffsetsToTxn", 0, 4),
+    ("EndTxn", 0, 5),
+    ("TxnOffsetCommit", 0, 4),
+    ("DescribeTransactions", 0, 0),
+    ("ListTransactions", 0, 1),
 ]
 
 HEADER = (

@@ -10,6 +10,19 @@ not) to its first flexible request version (None if it has none).
 from __future__ import annotations
 
 from headwater.protocol._primitives import ApiMessage
+from headwater.protocol.messages.add_offsets_to_txn import (
+    AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse,
+)
+from headwater.protocol.messages.add_partitions_to_txn import (
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnRequestAddPartitionsToTxnTopic,
+    AddPartitionsToTxnRequestAddPartitionsToTxnTransaction,
+    AddPartitionsToTxnResponse,
+    AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult,
+    AddPartitionsToTxnResponseAddPartitionsToTxnResult,
+    AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult,
+)
 from headwater.protocol.messages.alter_configs import (
     AlterConfigsRequest,
     AlterConfigsRequestAlterableConfig,
@@ -78,6 +91,16 @@ from headwater.protocol.messages.describe_groups import (
     DescribeGroupsResponseDescribedGroup,
     DescribeGroupsResponseDescribedGroupMember,
 )
+from headwater.protocol.messages.describe_transactions import (
+    DescribeTransactionsRequest,
+    DescribeTransactionsResponse,
+    DescribeTransactionsResponseTopicData,
+    DescribeTransactionsResponseTransactionState,
+)
+from headwater.protocol.messages.end_txn import (
+    EndTxnRequest,
+    EndTxnResponse,
+)
 from headwater.protocol.messages.fetch import (
     FetchRequest,
     FetchRequestFetchPartition,
@@ -138,6 +161,11 @@ from headwater.protocol.messages.list_offsets import (
     ListOffsetsResponseListOffsetsPartitionResponse,
     ListOffsetsResponseListOffsetsTopicResponse,
 )
+from headwater.protocol.messages.list_transactions import (
+    ListTransactionsRequest,
+    ListTransactionsResponse,
+    ListTransactionsResponseTransactionState,
+)
 from headwater.protocol.messages.metadata import (
     MetadataRequest,
     MetadataRequestMetadataRequestTopic,
@@ -194,12 +222,29 @@ from headwater.protocol.messages.sync_group import (
     SyncGroupRequestSyncGroupRequestAssignment,
     SyncGroupResponse,
 )
+from headwater.protocol.messages.txn_offset_commit import (
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitRequestTxnOffsetCommitRequestPartition,
+    TxnOffsetCommitRequestTxnOffsetCommitRequestTopic,
+    TxnOffsetCommitResponse,
+    TxnOffsetCommitResponseTxnOffsetCommitResponsePartition,
+    TxnOffsetCommitResponseTxnOffsetCommitResponseTopic,
+)
 
 __all__ = [
     "API_NAMES",
     "REQUEST_FIRST_FLEXIBLE_VERSION",
     "REQUEST_TYPES",
     "RESPONSE_TYPES",
+    "AddOffsetsToTxnRequest",
+    "AddOffsetsToTxnResponse",
+    "AddPartitionsToTxnRequest",
+    "AddPartitionsToTxnRequestAddPartitionsToTxnTopic",
+    "AddPartitionsToTxnRequestAddPartitionsToTxnTransaction",
+    "AddPartitionsToTxnResponse",
+    "AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult",
+    "AddPartitionsToTxnResponseAddPartitionsToTxnResult",
+    "AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult",
     "AlterConfigsRequest",
     "AlterConfigsRequestAlterConfigsResource",
     "AlterConfigsRequestAlterableConfig",
@@ -248,6 +293,12 @@ __all__ = [
     "DescribeGroupsResponse",
     "DescribeGroupsResponseDescribedGroup",
     "DescribeGroupsResponseDescribedGroupMember",
+    "DescribeTransactionsRequest",
+    "DescribeTransactionsResponse",
+    "DescribeTransactionsResponseTopicData",
+    "DescribeTransactionsResponseTransactionState",
+    "EndTxnRequest",
+    "EndTxnResponse",
     "FetchRequest",
     "FetchRequestFetchPartition",
     "FetchRequestFetchTopic",
@@ -290,6 +341,9 @@ __all__ = [
     "ListOffsetsResponse",
     "ListOffsetsResponseListOffsetsPartitionResponse",
     "ListOffsetsResponseListOffsetsTopicResponse",
+    "ListTransactionsRequest",
+    "ListTransactionsResponse",
+    "ListTransactionsResponseTransactionState",
     "MetadataRequest",
     "MetadataRequestMetadataRequestTopic",
     "MetadataResponse",
@@ -332,6 +386,12 @@ __all__ = [
     "SyncGroupRequest",
     "SyncGroupRequestSyncGroupRequestAssignment",
     "SyncGroupResponse",
+    "TxnOffsetCommitRequest",
+    "TxnOffsetCommitRequestTxnOffsetCommitRequestPartition",
+    "TxnOffsetCommitRequestTxnOffsetCommitRequestTopic",
+    "TxnOffsetCommitResponse",
+    "TxnOffsetCommitResponseTxnOffsetCommitResponsePartition",
+    "TxnOffsetCommitResponseTxnOffsetCommitResponseTopic",
 ]
 
 REQUEST_TYPES: dict[int, type[ApiMessage]] = {
@@ -354,6 +414,10 @@ REQUEST_TYPES: dict[int, type[ApiMessage]] = {
     20: DeleteTopicsRequest,
     21: DeleteRecordsRequest,
     22: InitProducerIdRequest,
+    24: AddPartitionsToTxnRequest,
+    25: AddOffsetsToTxnRequest,
+    26: EndTxnRequest,
+    28: TxnOffsetCommitRequest,
     32: DescribeConfigsRequest,
     33: AlterConfigsRequest,
     37: CreatePartitionsRequest,
@@ -361,6 +425,8 @@ REQUEST_TYPES: dict[int, type[ApiMessage]] = {
     44: IncrementalAlterConfigsRequest,
     47: OffsetDeleteRequest,
     60: DescribeClusterRequest,
+    65: DescribeTransactionsRequest,
+    66: ListTransactionsRequest,
 }
 RESPONSE_TYPES: dict[int, type[ApiMessage]] = {
     0: ProduceResponse,
@@ -382,6 +448,10 @@ RESPONSE_TYPES: dict[int, type[ApiMessage]] = {
     20: DeleteTopicsResponse,
     21: DeleteRecordsResponse,
     22: InitProducerIdResponse,
+    24: AddPartitionsToTxnResponse,
+    25: AddOffsetsToTxnResponse,
+    26: EndTxnResponse,
+    28: TxnOffsetCommitResponse,
     32: DescribeConfigsResponse,
     33: AlterConfigsResponse,
     37: CreatePartitionsResponse,
@@ -389,6 +459,8 @@ RESPONSE_TYPES: dict[int, type[ApiMessage]] = {
     44: IncrementalAlterConfigsResponse,
     47: OffsetDeleteResponse,
     60: DescribeClusterResponse,
+    65: DescribeTransactionsResponse,
+    66: ListTransactionsResponse,
 }
 API_NAMES: dict[int, str] = {
     0: "Produce",
@@ -410,6 +482,10 @@ API_NAMES: dict[int, str] = {
     20: "DeleteTopics",
     21: "DeleteRecords",
     22: "InitProducerId",
+    24: "AddPartitionsToTxn",
+    25: "AddOffsetsToTxn",
+    26: "EndTxn",
+    28: "TxnOffsetCommit",
     32: "DescribeConfigs",
     33: "AlterConfigs",
     37: "CreatePartitions",
@@ -417,6 +493,8 @@ API_NAMES: dict[int, str] = {
     44: "IncrementalAlterConfigs",
     47: "OffsetDelete",
     60: "DescribeCluster",
+    65: "DescribeTransactions",
+    66: "ListTransactions",
 }
 REQUEST_FIRST_FLEXIBLE_VERSION: dict[int, int | None] = {
     0: 9,
