@@ -156,10 +156,12 @@ def test_bump_is_recognised_after_a_restart(tmp_path: Path) -> None:
     assert (response.producer_id, response.producer_epoch) == (first.producer_id, 1)
 
 
-def test_transactional_ids_are_refused(tmp_path: Path) -> None:
+def test_transactional_ids_are_not_answered_here(tmp_path: Path) -> None:
     allocator = ProducerIdAllocator(str(tmp_path))
     response = init_producer_id(allocator, m.InitProducerIdRequest(transactional_id="tx"), 4)
-    assert response.error_code == 35  # UNSUPPORTED_VERSION: no transactions here
+    assert (
+        response.error_code == 35
+    )  # UNSUPPORTED_VERSION: the transaction coordinator answers those
     assert (response.producer_id, response.producer_epoch) == (-1, -1)
     response = init_producer_id(allocator, m.InitProducerIdRequest(transactional_id=""), 4)
     assert response.error_code == 42  # INVALID_REQUEST, as in Kafka

@@ -38,7 +38,10 @@ UNKNOWN_TOPIC_OR_PARTITION = 3
 KAFKA_STORAGE_ERROR = 56
 INVALID_REQUEST = 42
 COORDINATOR_KEY_TYPE_GROUP = 0
+COORDINATOR_KEY_TYPE_TRANSACTION = 1
+COORDINATOR_KEY_TYPES = (COORDINATOR_KEY_TYPE_GROUP, COORDINATOR_KEY_TYPE_TRANSACTION)
 COORDINATOR_NOT_AVAILABLE = 15
+UNSTABLE_OFFSET_COMMIT = 88
 
 # What this module advertises: ranges librdkafka 2.x and the Java 4.x client negotiate.
 GROUP_SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
@@ -101,10 +104,10 @@ class GroupHandlers:
 
     # --- storage --------------------------------------------------------------------------
 
-    async def _persist(self) -> bool:
+    async def persist(self) -> bool:
         """Append the records the machine queued and wait until they are on disk."""
         try:
-            end = self.store.append()
+            end = self.store.append_or_unflushed_end()
             if end is None:
                 return True
             await asyncio.get_running_loop().run_in_executor(None, self.store.flush, end)
@@ -124,7 +127,7 @@ class GroupHandlers:
             await asyncio.sleep(TICK_INTERVAL_MS / 1000)
             try:
                 self._deliver(self.coordinator.tick(_now_ms()))
-                await self._persist()
+                await self.persist()
             except Exception:  # a bug here must not stop every group's clock
                 _log.exception("group coordinator tick failed")
 
@@ -141,7 +144,7 @@ class GroupHandlers:
         future: asyncio.Future[JoinResult | SyncResult] = asyncio.get_running_loop().create_future()
         self._waiting[token] = future
         self._deliver(call(token))
-        await self._persist()
+        await self.persist()
         try:
             return await future
         finally:
@@ -158,19 +161,20 @@ class GroupHandlers:
             if not future.done():
                 future.set_result(JoinResult(COORDINATOR_NOT_AVAILABLE))
         self._waiting.clear()
-        await self._persist()
+        await self.persist()
 
     # --- FindCoordinator ------------------------------------------------------------------
 
     async def find_coordinator(self, request: Request) -> Reply:
-        """Every group's coordinator is this node."""
+        """Every group's and every transactional id's coordinator is this node."""
         body: m.FindCoordinatorRequest = request.body
         host, port = self.config.advertised
         if self._port is not None:
             port = self._port()
         node_id = self.config.node_id
+        known = body.key_type in COORDINATOR_KEY_TYPES
         if request.api_version < 4:
-            if body.key_type != COORDINATOR_KEY_TYPE_GROUP:
+            if not known:
                 return m.FindCoordinatorResponse(
                     error_code=INVALID_REQUEST, node_id=-1, host="", port=-1
                 ), request.api_version
@@ -181,12 +185,10 @@ class GroupHandlers:
             coordinators=[
                 m.FindCoordinatorResponseCoordinator(
                     key=key,
-                    node_id=node_id if body.key_type == COORDINATOR_KEY_TYPE_GROUP else -1,
-                    host=host if body.key_type == COORDINATOR_KEY_TYPE_GROUP else "",
-                    port=port if body.key_type == COORDINATOR_KEY_TYPE_GROUP else -1,
-                    error_code=NONE
-                    if body.key_type == COORDINATOR_KEY_TYPE_GROUP
-                    else INVALID_REQUEST,
+                    node_id=node_id if known else -1,
+                    host=host if known else "",
+                    port=port if known else -1,
+                    error_code=NONE if known else INVALID_REQUEST,
                 )
                 for key in body.coordinator_keys
             ]
@@ -285,7 +287,7 @@ class GroupHandlers:
             _now_ms(), group_id=body.group_id, members=leaving
         )
         self._deliver(completions)
-        await self._persist()
+        await self.persist()
         if version < 3:
             return m.LeaveGroupResponse(error_code=errors[0]), version
         return m.LeaveGroupResponse(
@@ -329,7 +331,7 @@ class GroupHandlers:
             group_instance_id=body.group_instance_id if version >= 7 else None,
             offsets=entries,
         )
-        if not await self._persist():
+        if not await self.persist():
             errors = [KAFKA_STORAGE_ERROR if e == NONE else e for e in errors]
         by_partition = {(t, p): e for (t, p, *_), e in zip(entries, errors, strict=True)}
         return m.OffsetCommitResponse(
@@ -363,15 +365,21 @@ class GroupHandlers:
         if body.topics is not None:
             wanted = [(t.name, p) for t in body.topics for p in t.partition_indexes]
         fetched = self.coordinator.fetch_offsets(body.group_id, wanted)
+        # A read-committed consumer (v7+) must not start from an offset an open transaction
+        # is about to replace: Kafka answers UNSTABLE_OFFSET_COMMIT and the client retries.
+        require_stable = version >= 7 and body.require_stable
         topics: dict[str, list[m.OffsetFetchResponseOffsetFetchResponsePartition]] = {}
         for topic, partition, entry in fetched:
+            unstable = require_stable and self.coordinator.has_pending_offset(
+                body.group_id, topic, partition
+            )
             topics.setdefault(topic, []).append(
                 m.OffsetFetchResponseOffsetFetchResponsePartition(
                     partition_index=partition,
-                    committed_offset=entry.offset if entry is not None else -1,
+                    committed_offset=entry.offset if entry is not None and not unstable else -1,
                     committed_leader_epoch=entry.leader_epoch if entry is not None else -1,
                     metadata=entry.metadata if entry is not None else "",
-                    error_code=NONE,
+                    error_code=UNSTABLE_OFFSET_COMMIT if unstable else NONE,
                 )
             )
         return m.OffsetFetchResponse(
@@ -387,7 +395,7 @@ class GroupHandlers:
     async def delete_groups(self, request: Request) -> Reply:
         body: m.DeleteGroupsRequest = request.body
         errors = self.coordinator.delete_groups(body.groups_names)
-        if not await self._persist():
+        if not await self.persist():
             errors = [KAFKA_STORAGE_ERROR if e == NONE else e for e in errors]
         return m.DeleteGroupsResponse(
             results=[
@@ -402,7 +410,7 @@ class GroupHandlers:
         error, errors = self.coordinator.delete_offsets(body.group_id, wanted)
         if error != NONE:
             return m.OffsetDeleteResponse(error_code=error), request.api_version
-        if not await self._persist():
+        if not await self.persist():
             errors = [KAFKA_STORAGE_ERROR if e == NONE else e for e in errors]
         by_partition = dict(zip(wanted, errors, strict=True))
         return m.OffsetDeleteResponse(

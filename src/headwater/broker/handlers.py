@@ -19,7 +19,8 @@ from typing import Any, cast
 
 from headwater.broker.config import BrokerConfig
 from headwater.broker.group_handlers import OFFSETS_TOPIC, GroupHandlers
-from headwater.broker.producer_ids import ProducerIdAllocator, init_producer_id
+from headwater.broker.producer_ids import ProducerIdAllocator
+from headwater.broker.txn_handlers import TransactionHandlers
 from headwater.broker.zero_copy import ZERO_COPY_BYTES_MIN, FileRegion
 from headwater.errors import (
     ConfigError,
@@ -30,7 +31,7 @@ from headwater.errors import (
 )
 from headwater.log.config import TopicConfig
 from headwater.log.manager import LogManager, validate_topic_name
-from headwater.log.partition_log import PartitionLog
+from headwater.log.partition_log import READ_COMMITTED, READ_UNCOMMITTED, PartitionLog
 from headwater.protocol import messages as m
 from headwater.protocol.connection import Request
 
@@ -70,7 +71,6 @@ SUPPORTED_VERSIONS: dict[int, tuple[int, int]] = {
     19: (2, 7),  # CreateTopics
     20: (1, 6),  # DeleteTopics
     21: (0, 2),  # DeleteRecords
-    22: (0, 4),  # InitProducerId (idempotence; transactions are not supported yet)
     32: (1, 4),  # DescribeConfigs
     33: (0, 2),  # AlterConfigs
     37: (0, 3),  # CreatePartitions
@@ -104,7 +104,6 @@ class Handlers:
             19: self.create_topics,
             20: self.delete_topics,
             21: self.delete_records,
-            22: self.init_producer_id,
             32: self.describe_configs,
             33: self.alter_configs,
             37: self.create_partitions,
@@ -115,7 +114,21 @@ class Handlers:
         # Consumer groups and committed offsets: a plain state machine behind async glue.
         self.groups = GroupHandlers(config, manager, port=lambda: self.advertised_port)
         self._table.update(self.groups.table)
-        self.supported_versions = {**SUPPORTED_VERSIONS, **self.groups.supported_versions}
+        # Transactions: their coordinator, markers, and InitProducerId for every producer.
+        self.transactions = TransactionHandlers(
+            config, manager, self.producer_ids, self.groups, data_arrived=self._wake_fetchers
+        )
+        self._table.update(self.transactions.table)
+        self.supported_versions = {
+            **SUPPORTED_VERSIONS,
+            **self.groups.supported_versions,
+            **self.transactions.supported_versions,
+        }
+
+    async def start(self) -> None:
+        """Start the clocks that must run before any request: a restart may have found
+        transactions half-ended, whose markers are still to write."""
+        await self.transactions.start()
 
     async def handle(self, request: Request) -> Reply:
         if request.body is None:  # only ApiVersions gets here unsupported
@@ -123,6 +136,7 @@ class Handlers:
         return await self._table[request.api_key](request)
 
     async def close(self) -> None:
+        await self.transactions.close()
         await self.groups.close()
         if self._pending_flushes:
             await asyncio.gather(*self._pending_flushes, return_exceptions=True)
@@ -221,11 +235,6 @@ class Handlers:
         )
         return response, request.api_version
 
-    async def init_producer_id(self, request: Request) -> Reply:
-        return init_producer_id(
-            self.producer_ids, request.body, request.api_version
-        ), request.api_version
-
     # --- Produce ----------------------------------------------------------------------------
 
     async def produce(self, request: Request) -> Reply:
@@ -250,6 +259,13 @@ class Handlers:
                     log = self._partition(topic.name, data.index)
                     if data.records is None or len(data.records) == 0:
                         raise HeadwaterError("empty record set")
+                    refused, message = self.transactions.verify_produce(
+                        body.transactional_id, log, data.records
+                    )
+                    if refused:
+                        result.error_code = refused
+                        result.error_message = message
+                        continue
                     outcome = log.append(data.records, wait_for_flush=False)
                 except HeadwaterError as error:
                     result.error_code = _error_code(error)
@@ -316,6 +332,7 @@ class Handlers:
             # send full requests, so an incremental one can only come from a confused client.
             return m.FetchResponse(error_code=70, session_id=0), 0  # FETCH_SESSION_ID_NOT_FOUND
         budget = body.max_bytes if body.max_bytes > 0 else 2**31 - 1
+        isolation_level = READ_COMMITTED if body.isolation_level == 1 else READ_UNCOMMITTED
         total = 0
         responses = []
         for topic in body.topics:
@@ -332,12 +349,14 @@ class Handlers:
                         else wanted.partition_max_bytes
                     )
                     result = log.read(
-                        wanted.fetch_offset, max(limit, 1) if budget > 0 or not total else 0
+                        wanted.fetch_offset,
+                        max(limit, 1) if budget > 0 or not total else 0,
+                        isolation_level=isolation_level,
                     )
                 except OffsetOutOfRangeError:
                     data.error_code = OFFSET_OUT_OF_RANGE
                     data.high_watermark = log.high_watermark
-                    data.last_stable_offset = log.high_watermark
+                    data.last_stable_offset = log.last_stable_offset
                     data.log_start_offset = log.log_start_offset
                     data.records = b""
                     continue
@@ -354,9 +373,17 @@ class Handlers:
                 total += len(records)
                 budget -= len(records)
                 data.high_watermark = result.high_watermark
-                data.last_stable_offset = result.high_watermark
+                data.last_stable_offset = result.last_stable_offset
                 data.log_start_offset = result.log_start_offset
-                data.aborted_transactions = [] if body.isolation_level == 1 else None
+                if isolation_level == READ_COMMITTED:
+                    data.aborted_transactions = [
+                        m.FetchResponseAbortedTransaction(
+                            producer_id=aborted.producer_id, first_offset=aborted.first_offset
+                        )
+                        for aborted in result.aborted_transactions
+                    ]
+                else:
+                    data.aborted_transactions = None
                 # A FileRegion stands in for the bytes: the connection sends it by sendfile.
                 data.records = cast(bytes, records)
             responses.append(
@@ -384,7 +411,12 @@ class Handlers:
                 if request.api_version >= 4:  # the field exists from v4 on
                     answer.leader_epoch = LEADER_EPOCH
                 if wanted.timestamp == LATEST_TIMESTAMP:
-                    answer.offset = log.high_watermark
+                    # Read committed sees the end as the last stable offset, as in Kafka.
+                    answer.offset = (
+                        log.last_stable_offset
+                        if body.isolation_level == READ_COMMITTED
+                        else log.high_watermark
+                    )
                 elif wanted.timestamp == EARLIEST_TIMESTAMP:
                     answer.offset = log.log_start_offset
                 elif wanted.timestamp == MAX_TIMESTAMP:

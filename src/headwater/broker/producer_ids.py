@@ -129,12 +129,10 @@ def init_producer_id(
 ) -> m.InitProducerIdResponse:
     """Answer InitProducerId for an idempotent (non-transactional) producer.
 
-    * A transactional id: Headwater has no transactions. UNSUPPORTED_VERSION (35) is the error
-      Kafka's clients themselves map "the broker lacks transactions" to (Java raises
-      UnsupportedVersionException), it is fatal rather than retried forever, unlike
-      COORDINATOR_NOT_AVAILABLE / NOT_COORDINATOR, and does not blame the client's ACLs, unlike
-      TRANSACTIONAL_ID_AUTHORIZATION_FAILED. An empty transactional id is INVALID_REQUEST (42),
-      as in Kafka.
+    * A transactional id is the transaction coordinator's (`broker.txn_handlers`), which
+      calls this only without one. Given one anyway, this answers UNSUPPORTED_VERSION (35),
+      what Kafka's clients map "the broker lacks transactions" to; an empty transactional id
+      is INVALID_REQUEST (42), as in Kafka.
     * No producer id (or v0-2): a new producer id, epoch 0.
     * v3+ with the producer id and epoch the client has (KIP-360 epoch bump): the same id with
       epoch + 1, which fences the old epoch's batches on every partition

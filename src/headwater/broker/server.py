@@ -146,6 +146,7 @@ class Broker:
         self.manager.start_background(
             retention_check_interval_ms=self.config.retention_check_interval_ms
         )
+        await self.handlers.start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _ClientConnection(self),

@@ -10,12 +10,28 @@ from headwater.coordinator.group import (
     JoinResult,
     SyncResult,
 )
+from headwater.coordinator.transaction import (
+    InitProducerIdResult,
+    MarkerRequest,
+    TransactionConfig,
+    TransactionCoordinator,
+    TransactionDescription,
+    TransactionRecordError,
+    TransactionState,
+)
 
 __all__ = [
     "Completion",
     "CoordinatorConfig",
     "GroupCoordinator",
     "GroupState",
+    "InitProducerIdResult",
     "JoinResult",
+    "MarkerRequest",
     "SyncResult",
+    "TransactionConfig",
+    "TransactionCoordinator",
+    "TransactionDescription",
+    "TransactionRecordError",
+    "TransactionState",
 ]

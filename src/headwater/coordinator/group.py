@@ -18,7 +18,12 @@ msgspec:
   value `{"offset", "leader_epoch", "metadata", "commit_timestamp_ms"}`;
 * group metadata: key `["group", group]`, value `GroupRecord` (protocol type and name,
   generation, leader, and per member: ids, client, timeouts, selected-protocol metadata and
-  assignment), written whenever a generation's assignment is settled or the group empties.
+  assignment), written whenever a generation's assignment is settled or the group empties;
+* transactional offset commit (TxnOffsetCommit), pending until its transaction ends: key
+  `["txn-offset", producer id, group, topic, partition]`, the offset commit's value. When the
+  transaction coordinator completes the transaction here (`complete_transaction`), a commit
+  rewrites each as an offset commit; either way each pending key gets a tombstone. A restart
+  between the two finds them pending again, and the coordinator drives the completion again.
 
 Records with a null value are tombstones: DeleteGroups writes one for each of a group's offset
 keys and for its group key, OffsetDelete one for each deleted offset key. Replay drops what a
@@ -52,6 +57,7 @@ GROUP_SUBSCRIBED_TO_TOPIC = 86
 MEMBER_ID_REQUIRED = 79
 GROUP_MAX_SIZE_REACHED = 81
 FENCED_INSTANCE_ID = 82
+UNSTABLE_OFFSET_COMMIT = 88
 UNKNOWN_SERVER_ERROR = -1
 
 # --- bounds and defaults (Kafka's names in comments) ----------------------------------------
@@ -64,6 +70,9 @@ GROUPS_MAX = 10_000
 OFFSETS_PER_GROUP_MAX = 100_000
 # offset.metadata.max.bytes
 OFFSET_METADATA_BYTES_MAX = 4096
+# Transactional offset commits waiting for their transactions, over all producers: past it a
+# TxnOffsetCommit is refused, so open transactions cannot grow the coordinator without bound.
+PENDING_TRANSACTIONAL_OFFSETS_MAX = 100_000
 # Protocols one member may offer and bytes of metadata per protocol: bound a hostile join.
 PROTOCOLS_PER_MEMBER_MAX = 64
 PROTOCOL_METADATA_BYTES_MAX = 1024 * 1024
@@ -238,6 +247,10 @@ def group_key(group_id: str) -> bytes:
     return _encoder.encode(["group", group_id])
 
 
+def transactional_offset_key(producer_id: int, group_id: str, topic: str, partition: int) -> bytes:
+    return _encoder.encode(["txn-offset", producer_id, group_id, topic, partition])
+
+
 _KeyParts = list[Any]
 
 
@@ -277,6 +290,9 @@ class GroupCoordinator:
     def __init__(self, config: CoordinatorConfig | None = None) -> None:
         self.config = config or CoordinatorConfig()
         self.groups: dict[str, Group] = {}
+        # producer id -> (group, topic, partition) -> offset committed in its open transaction
+        self.pending_transactional: dict[int, dict[tuple[str, str, int], OffsetEntry]] = {}
+        self._pending_count = 0
         self._records: list[tuple[bytes, bytes | None]] = []
         self._next_expiry_check_ms: int | None = None
 
@@ -333,6 +349,19 @@ class GroupCoordinator:
             group.offsets[(topic, partition)] = OffsetEntry(
                 stored.offset, stored.leader_epoch, stored.metadata, stored.commit_timestamp_ms
             )
+        elif parts[:1] == ["txn-offset"] and len(parts) == 5:
+            _, producer_id, group_id, topic, partition = parts
+            pending = self.pending_transactional.setdefault(producer_id, {})
+            if value is None:
+                self._pending_count -= pending.pop((group_id, topic, partition), None) is not None
+            else:
+                stored = msgspec.json.decode(value, type=_OffsetValue)
+                self._pending_count += (group_id, topic, partition) not in pending
+                pending[(group_id, topic, partition)] = OffsetEntry(
+                    stored.offset, stored.leader_epoch, stored.metadata, stored.commit_timestamp_ms
+                )
+            if not pending:
+                del self.pending_transactional[producer_id]
         elif parts[:1] == ["group"] and len(parts) == 2:
             group_id = parts[1]
             if value is None:
@@ -911,6 +940,82 @@ class GroupCoordinator:
             self._records.append((offset_key(group_id, topic, partition), _encoder.encode(value)))
             errors.append(NONE)
         return errors
+
+    def commit_transactional_offsets(
+        self,
+        now_ms: int,
+        *,
+        producer_id: int,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        offsets: Sequence[tuple[str, int, int, int, str | None]],
+    ) -> list[int]:
+        """TxnOffsetCommit: hold the offsets until `complete_transaction` for `producer_id`.
+
+        The caller has checked the producer's transaction (the transaction coordinator's
+        `check_offset_commit`). Membership is checked as for a plain commit (KIP-447: a
+        client sends its generation and member id from v3 on, -1 and "" before)."""
+        error = self._commit_error(now_ms, group_id, generation_id, member_id, group_instance_id)
+        if error != NONE:
+            return [error] * len(offsets)
+        pending = self.pending_transactional.setdefault(producer_id, {})
+        errors: list[int] = []
+        for topic, partition, offset, leader_epoch, metadata in offsets:
+            text = metadata or ""
+            if len(text.encode()) > self.config.offset_metadata_bytes_max:
+                errors.append(OFFSET_METADATA_TOO_LARGE)
+                continue
+            key = (group_id, topic, partition)
+            if key not in pending:
+                if self._pending_count >= PENDING_TRANSACTIONAL_OFFSETS_MAX:
+                    errors.append(UNKNOWN_SERVER_ERROR)
+                    continue
+                self._pending_count += 1
+            pending[key] = OffsetEntry(offset, leader_epoch, text, now_ms)
+            value = _OffsetValue(offset, leader_epoch, text, now_ms)
+            self._records.append(
+                (
+                    transactional_offset_key(producer_id, group_id, topic, partition),
+                    _encoder.encode(value),
+                )
+            )
+            errors.append(NONE)
+        if not pending:
+            del self.pending_transactional[producer_id]
+        return errors
+
+    def complete_transaction(self, producer_id: int, commit: bool, now_ms: int) -> int:
+        """The transaction of `producer_id` ended: its offsets become committed (commit) or
+        are dropped (abort). Idempotent, as markers may be written again after a restart;
+        how many offsets it settled."""
+        pending = self.pending_transactional.pop(producer_id, None)
+        if not pending:
+            return 0
+        self._pending_count -= len(pending)
+        for (group_id, topic, partition), entry in pending.items():
+            if commit:
+                group = self.groups.get(group_id) or self._new_group(group_id)
+                group.offsets[(topic, partition)] = entry
+                value = _OffsetValue(
+                    entry.offset, entry.leader_epoch, entry.metadata, entry.commit_timestamp_ms
+                )
+                self._records.append(
+                    (offset_key(group_id, topic, partition), _encoder.encode(value))
+                )
+            self._records.append(
+                (transactional_offset_key(producer_id, group_id, topic, partition), None)
+            )
+        return len(pending)
+
+    def has_pending_offset(self, group_id: str, topic: str, partition: int) -> bool:
+        """Whether an open transaction holds an offset for this partition of the group: Kafka
+        answers UNSTABLE_OFFSET_COMMIT to an OffsetFetch that requires stable offsets."""
+        return any(
+            (group_id, topic, partition) in pending
+            for pending in self.pending_transactional.values()
+        )
 
     def _commit_error(
         self,

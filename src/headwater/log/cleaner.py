@@ -6,11 +6,18 @@ record's offset), and a tombstone (a null value) stays until its segment is olde
 segment replaces its original in one atomic rename, with crash-safe intermediate names that
 the loader completes or discards (see `loader`).
 
+Transactions: nothing at or past the last stable offset is cleaned (an open transaction may
+still abort). Below it every transactional batch is decided: the records of aborted ones are
+dropped and never enter the key map, so they cannot hide a committed value; control batches
+(the markers) are kept as they are, which costs a few bytes and keeps every reader's view of
+where each transaction ended.
+
 Runs on the maintenance thread; installs cleaned segments while holding the log's lock.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
 
@@ -18,6 +25,7 @@ from headwater._invariant import invariant
 from headwater.log._files import sync_directory
 from headwater.log.loader import CLEANED_SUFFIX, SWAP_SUFFIX
 from headwater.log.partition_log import PartitionLog
+from headwater.log.producer_state import AbortedTxn
 from headwater.log.record_batch import (
     BatchHeader,
     NewRecord,
@@ -49,11 +57,14 @@ def _dirty_ratio(log: PartitionLog, closed: list[LogSegment]) -> float:
 def clean_partition(log: PartitionLog, now: int, *, force: bool = False) -> CleanResult:
     """Compact `log`'s inactive segments if enough of them is dirty (or `force`)."""
     segments = log.segments
+    last_stable = log.last_stable_offset
     horizon = now - log.config.min_compaction_lag_ms
     closed = []
     for segment in segments[:-1]:
         if segment.max_timestamp > horizon and log.config.min_compaction_lag_ms > 0:
             break  # too young to compact, and so is everything after it
+        if segment.next_offset > last_stable:
+            break  # holds records of a transaction still open, or not yet visible
         closed.append(segment)
     nothing = CleanResult(0, 0, 0, 0)
     if not closed or (
@@ -61,11 +72,14 @@ def clean_partition(log: PartitionLog, now: int, *, force: bool = False) -> Clea
     ):
         return nothing
 
+    # Aborted transactions with records in the cleanable range: their data goes.
+    aborted = _AbortedRanges(log.aborted_transactions_in(closed[0].base_offset, last_stable))
+
     # Pass 1: the newest offset of every key in the cleanable range.
     latest: dict[bytes, int] = {}
     for segment in closed:
         for position, header in segment.headers_from(0, segment.size_bytes):
-            if header.is_control:
+            if header.is_control or aborted.holds(header):
                 continue
             for record in decode_records(segment.read(position, header.size_bytes)):
                 if record.key is not None:
@@ -82,6 +96,10 @@ def clean_partition(log: PartitionLog, now: int, *, force: bool = False) -> Clea
             data = segment.read(position, header.size_bytes)
             if header.is_control:
                 output += data
+                continue
+            if aborted.holds(header):
+                changed = True
+                removed += header.record_count
                 continue
             records = decode_records(data)
             kept = [
@@ -104,6 +122,35 @@ def clean_partition(log: PartitionLog, now: int, *, force: bool = False) -> Clea
             _install(log, segment, bytes(output))
     log.first_dirty_offset = closed[-1].next_offset
     return CleanResult(len(closed), removed, before, after)
+
+
+class _AbortedRanges:
+    """Answers whether a data batch belongs to an aborted transaction.
+
+    A producer has one transaction open at a time, so its aborted ranges do not overlap and,
+    in marker order, are sorted: a bisection finds the one that could hold a batch.
+    """
+
+    __slots__ = ("_by_producer",)
+
+    def __init__(self, aborted: list[AbortedTxn]) -> None:
+        # producer id -> (last offsets, first offsets), in marker order.
+        self._by_producer: dict[int, tuple[list[int], list[int]]] = {}
+        for txn in aborted:
+            lasts, firsts = self._by_producer.setdefault(txn.producer_id, ([], []))
+            lasts.append(txn.last_offset)
+            firsts.append(txn.first_offset)
+
+    def holds(self, header: BatchHeader) -> bool:
+        if not header.is_transactional:
+            return False
+        ranges = self._by_producer.get(header.producer_id)
+        if ranges is None:
+            return False
+        lasts, firsts = ranges
+        base = header.base_offset
+        index = bisect.bisect_left(lasts, base)
+        return index < len(lasts) and firsts[index] <= base
 
 
 def _rebuild(header: BatchHeader, kept: list[Record]) -> bytes:

@@ -28,6 +28,7 @@ from headwater.log.partition_log import (
     producer_snapshot_path,
 )
 from headwater.log.producer_state import CorruptProducerSnapshotError, ProducerStateManager
+from headwater.log.record_batch import control_type_of
 from headwater.log.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment
 
 _log = logging.getLogger(__name__)
@@ -173,7 +174,9 @@ def _load_producers(
     directory: str, segments: list[LogSegment], log_end: int
 ) -> ProducerStateManager:
     """Idempotent producers' state: the newest snapshot the recovered log still covers, then
-    the producer fields of the batch headers after it (a pass over headers, not records).
+    the producer fields of the batch headers after it (a pass over headers, not records, but for
+    the one record of each transaction marker, whose type ends its transaction one way or the
+    other). A snapshot of an older version is skipped, as a damaged one is.
 
     Snapshots past the log end saw records that recovery removed: they are deleted, so no later
     open can mistake them for the state of records appended since.
@@ -201,11 +204,13 @@ def _load_producers(
         if segment.next_offset <= start:
             continue
         try:
-            producers.rebuild(
-                (header, header.base_offset)
-                for _, header in segment.headers_from(0, segment.size_bytes)
-                if header.base_offset >= start
-            )
+            for position, header in segment.headers_from(0, segment.size_bytes):
+                if header.base_offset < start:
+                    continue
+                control_type = None
+                if header.is_control and header.producer_id >= 0:
+                    control_type = control_type_of(segment.read(position, header.size_bytes))
+                producers.replay(header, header.base_offset, control_type)
         except CorruptRecordError as error:
             # A damaged trusted segment is reported when read; its producers are forgotten
             # (their next batch gets UNKNOWN_PRODUCER_ID and the client starts a new epoch).

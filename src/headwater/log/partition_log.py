@@ -7,6 +7,11 @@ appenders keep writing while one thread syncs for all of them (group commit); re
 snapshot under `_lock` and do their I/O outside it. Segments removed from the log are unlinked at
 once but their descriptors stay open for `file.delete.delay.ms`, so a reader holding a snapshot
 never reads a recycled descriptor.
+
+Transactions: the producer state tracks each producer's open transaction and the aborted ones.
+The last stable offset is the first offset of the oldest open transaction (at most the high
+watermark); a read-committed read stops there and lists the aborted transactions its range
+overlaps, so the client can drop their records, as Kafka's fetch does.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from headwater import limits
@@ -34,13 +39,18 @@ from headwater.errors import (
 from headwater.log._files import sync_directory, write_atomically
 from headwater.log.compression import Compression
 from headwater.log.config import TopicConfig
-from headwater.log.producer_state import ProducerStateManager
+from headwater.log.producer_state import AbortedTxn, ProducerStateManager
 from headwater.log.record_batch import (
     LOG_OVERHEAD,
+    TRANSACTION_FLAGS,
+    BatchHeader,
+    ControlType,
     NewRecord,
     Record,
+    control_type_of,
     decode_records,
     encode_batch,
+    encode_control_batch,
     iter_batches,
     parse_header,
     set_log_append_time,
@@ -54,6 +64,11 @@ from headwater.log.segment import NO_TIMESTAMP, DataSyncError, LogSegment
 PRODUCER_SNAPSHOT_SUFFIX = ".snapshot"
 # The newest two: if the newest is damaged, the one before still spares a rebuild from zero.
 PRODUCER_SNAPSHOTS_KEPT = 2
+
+READ_UNCOMMITTED = 0
+"""Fetch isolation level 0: everything up to the high watermark."""
+READ_COMMITTED = 1
+"""Fetch isolation level 1: only up to the last stable offset, with the aborted transactions."""
 
 _log = logging.getLogger(__name__)
 
@@ -86,6 +101,13 @@ _CODECS = {
 }
 
 
+class AbortedTransaction(NamedTuple):
+    """An aborted transaction as a fetch response lists it: the client drops its records."""
+
+    producer_id: int
+    first_offset: int
+
+
 class AppendResult(NamedTuple):
     """Where an appended batch landed; `flush_due` asks the caller to `flush` per the policy."""
 
@@ -110,9 +132,12 @@ class ReadResult:
     high_watermark: int
     log_start_offset: int
     log_end_offset: int
+    last_stable_offset: int
     # The offset of the first batch after these bytes when known without reading them (the
-    # range ended on an indexed boundary or at the high watermark); -1 otherwise.
+    # range ended on an indexed boundary or at the read's upper bound); -1 otherwise.
     next_offset: int = -1
+    # Read committed only: the aborted transactions with records in the range, oldest first.
+    aborted_transactions: list[AbortedTransaction] = field(default_factory=list)
 
     def read_bytes(self) -> bytes:
         if self.segment is None or self.size == 0:
@@ -128,6 +153,7 @@ class RecordsResult:
     next_offset: int
     high_watermark: int
     log_start_offset: int
+    last_stable_offset: int
 
 
 class PartitionLog:
@@ -171,6 +197,7 @@ class PartitionLog:
         self.on_log_start_advanced: Callable[[], None] | None = None
         invariant(log_start_offset <= self._next_offset, "log start offset within the log")
         invariant(recovery_point <= self._next_offset, "recovery point within the log")
+        self._producers.prune_aborted(log_start_offset)
 
     # --- offsets ----------------------------------------------------------------------------
 
@@ -202,6 +229,30 @@ class PartitionLog:
         return self._next_offset
 
     @property
+    def last_stable_offset(self) -> int:
+        """Read-committed readers stop here: the first offset of the oldest open transaction,
+        or the high watermark when that is lower (or no transaction is open)."""
+        with self._lock:
+            return self._last_stable_offset(self.high_watermark)
+
+    def _last_stable_offset(self, high_watermark: int) -> int:
+        first_unstable = self._producers.first_unstable_offset
+        if first_unstable is None:
+            return high_watermark
+        # Retention may have deleted where an open transaction began; as Kafka, stop at the start.
+        return min(max(first_unstable, self._log_start_offset), high_watermark)
+
+    def ongoing_transactions(self) -> dict[int, int]:
+        """Producer id -> first offset of its transaction open in this partition."""
+        with self._lock:
+            return self._producers.ongoing_transactions()
+
+    def aborted_transactions_in(self, first_offset: int, end_offset: int) -> list[AbortedTxn]:
+        """The aborted transactions with records in [first_offset, end_offset), whole."""
+        with self._lock:
+            return self._producers.aborted_overlapping(first_offset, end_offset)
+
+    @property
     def size_bytes(self) -> int:
         return sum(segment.size_bytes for segment in self._segments)
 
@@ -213,13 +264,19 @@ class PartitionLog:
     # --- appending --------------------------------------------------------------------------
 
     def append(
-        self, batch: bytes | bytearray | memoryview, *, wait_for_flush: bool = True
+        self,
+        batch: bytes | bytearray | memoryview,
+        *,
+        wait_for_flush: bool = True,
+        allow_control: bool = False,
     ) -> AppendResult:
         """Validate one record batch, assign its offsets and write it.
 
         With `wait_for_flush`, returns only once the flush policy is satisfied (for the
         default policy: once the batch is on disk). Otherwise the caller must call `flush`
-        when `flush_due` says so.
+        when `flush_due` says so. A control batch (a transaction marker) is refused unless
+        `allow_control`: only `append_transaction_marker` writes one, as only Kafka's
+        coordinator may (a client's is INVALID_RECORD).
         """
         view = memoryview(batch)
         if view.format != "B" or view.ndim != 1:
@@ -242,6 +299,9 @@ class PartitionLog:
                 f"{self.name}: record count {record_count} does not match last offset "
                 f"delta {header.last_offset_delta}"
             )
+        control_type: ControlType | None = None
+        if header.attributes & TRANSACTION_FLAGS:
+            control_type = self._check_transactional(view, header, allow_control)
         if config.compact and not header.is_control:
             for record in decode_records(view, verify=False):
                 if record.key is None:
@@ -273,7 +333,7 @@ class PartitionLog:
             # On failure the segment cuts its file back: the log is unchanged and readable.
             segment.append(view, header, base_offset)
             # Every batch moves the state's end offset, so a snapshot covers the whole log.
-            self._producers.update(header, base_offset, append_time)
+            self._producers.update(header, base_offset, append_time, control_type)
             last_offset = base_offset + header.last_offset_delta
             self._next_offset = last_offset + 1
             self._unflushed_messages += record_count
@@ -284,6 +344,51 @@ class PartitionLog:
         return AppendResult(
             base_offset, last_offset, append_time, log_start, flush_due and not wait_for_flush
         )
+
+    def _check_transactional(
+        self, view: memoryview, header: BatchHeader, allow_control: bool
+    ) -> ControlType | None:
+        """Validate a transactional batch; the control type of a transaction marker."""
+        if header.producer_id < 0:
+            raise InvalidRecordError(
+                f"{self.name}: a transactional or control batch needs a producer id"
+            )
+        if not header.is_control:
+            return None
+        if not allow_control:
+            raise InvalidRecordError(
+                f"{self.name}: control batches are written by the transaction coordinator only"
+            )
+        if not header.is_transactional:
+            raise InvalidRecordError(f"{self.name}: a control batch must be transactional")
+        try:
+            return control_type_of(view)
+        except CorruptRecordError as error:
+            raise CorruptRecordError(f"{self.name}: {error}") from None
+
+    def append_transaction_marker(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        control_type: ControlType,
+        coordinator_epoch: int = 0,
+        *,
+        wait_for_flush: bool = True,
+    ) -> AppendResult:
+        """Write the COMMIT or ABORT marker that ends the producer's transaction here.
+
+        As `append` (same flush semantics and result). A marker from an older epoch than the
+        partition has seen raises `InvalidProducerEpochError`; one from a newer epoch fences
+        the older one. A marker without an open transaction is written all the same.
+        """
+        batch = encode_control_batch(
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            control_type=control_type,
+            coordinator_epoch=coordinator_epoch,
+            timestamp_ms=now_ms(),
+        )
+        return self.append(batch, wait_for_flush=wait_for_flush, allow_control=True)
 
     def append_records(
         self,
@@ -408,10 +513,23 @@ class PartitionLog:
     def _segment_index(self, offset: int) -> int:
         return max(0, bisect.bisect_right(self._bases, offset) - 1)
 
-    def read(self, offset: int, max_bytes: int, *, max_offset: int | None = None) -> ReadResult:
+    def read(
+        self,
+        offset: int,
+        max_bytes: int,
+        *,
+        max_offset: int | None = None,
+        isolation_level: int = READ_UNCOMMITTED,
+    ) -> ReadResult:
         """Batches from the one holding `offset`, up to `max_bytes` (but at least one batch),
         never past the high watermark (or `max_offset`, if lower).
+
+        `READ_COMMITTED` stops at the last stable offset too and lists the aborted
+        transactions that have records from `offset` up to the end of the range.
         """
+        if isolation_level != READ_UNCOMMITTED and isolation_level != READ_COMMITTED:
+            raise ValueError(f"isolation level {isolation_level} is neither 0 nor 1")
+        aborted: list[AbortedTxn] = []
         with self._lock:
             if self._closed:
                 raise LogClosedError(f"{self.name}: the log is closed")
@@ -422,10 +540,15 @@ class PartitionLog:
                 raise OffsetOutOfRangeError(
                     f"{self.name}: offset {offset} is outside [{log_start}, {log_end}]"
                 )
+            last_stable = self._last_stable_offset(high_watermark)
             upper = high_watermark if max_offset is None else min(max_offset, high_watermark)
+            if isolation_level == READ_COMMITTED:
+                upper = min(upper, last_stable)
+                if offset < upper:
+                    aborted = self._producers.aborted_overlapping(offset, upper)
             first = self._segment_index(offset)
             candidates = [(segment, segment.size_bytes) for segment in self._segments[first:]]
-        empty = ReadResult(None, 0, 0, high_watermark, log_start, log_end)
+        empty = ReadResult(None, 0, 0, high_watermark, log_start, log_end, last_stable)
         if offset >= upper:
             return empty
         for segment, size in candidates:
@@ -448,26 +571,61 @@ class PartitionLog:
                 if boundary >= position + header.size_bytes:
                     length = boundary - position
                     next_offset = boundary_offset
+            listed: list[AbortedTransaction] = []
+            if aborted:
+                # Only those starting before the range's end, when the end is known.
+                end = upper if next_offset == -1 else next_offset
+                listed = [
+                    AbortedTransaction(txn.producer_id, txn.first_offset)
+                    for txn in aborted
+                    if txn.first_offset < end
+                ]
             return ReadResult(
-                segment, position, length, high_watermark, log_start, log_end, next_offset
+                segment,
+                position,
+                length,
+                high_watermark,
+                log_start,
+                log_end,
+                last_stable,
+                next_offset,
+                listed,
             )
         return empty
 
-    def read_records(self, offset: int, max_bytes: int = 1024 * 1024) -> RecordsResult:
-        """Decode, CRC-checked, the records from `offset` on (control batches skipped)."""
-        result = self.read(offset, max_bytes)
+    def read_records(
+        self,
+        offset: int,
+        max_bytes: int = 1024 * 1024,
+        *,
+        isolation_level: int = READ_UNCOMMITTED,
+    ) -> RecordsResult:
+        """Decode, CRC-checked, the records from `offset` on (control batches skipped).
+
+        `READ_COMMITTED` stops at the last stable offset and leaves out the records of aborted
+        transactions, the way a Kafka consumer filters a fetch.
+        """
+        result = self.read(offset, max_bytes, isolation_level=isolation_level)
         data = result.read_bytes()
         records: list[Record] = []
         next_offset = offset
+        # Aborted transactions not yet reached, by first offset; producers inside one.
+        pending = sorted(
+            result.aborted_transactions, key=lambda txn: txn.first_offset, reverse=True
+        )
+        aborting: set[int] = set()
         for position, header in iter_batches(data):
             try:
                 batch_records = decode_records(data, position)
+                aborted = bool(pending or aborting) and _in_aborted_transaction(
+                    data, position, header, pending, aborting
+                )
             except CorruptRecordError as error:
                 raise CorruptRecordError(
                     f"topic {self.topic!r} partition {self.partition} offset {header.base_offset}: {error}"
                 ) from None
             next_offset = max(next_offset, header.last_offset + 1)
-            if header.is_control:
+            if header.is_control or aborted:
                 continue
             records.extend(record for record in batch_records if record.offset >= offset)
         if result.segment is not None and next_offset == offset and result.size:
@@ -475,9 +633,20 @@ class PartitionLog:
             raise CorruptRecordError(
                 f"topic {self.topic!r} partition {self.partition} offset {offset}: unreadable batch"
             )
-        if result.segment is None and offset < result.high_watermark:
-            next_offset = result.high_watermark  # offsets compacted away up to the end
-        return RecordsResult(records, next_offset, result.high_watermark, result.log_start_offset)
+        readable_end = (
+            result.last_stable_offset
+            if isolation_level == READ_COMMITTED
+            else result.high_watermark
+        )
+        if result.segment is None and offset < readable_end:
+            next_offset = readable_end  # offsets compacted away up to the end
+        return RecordsResult(
+            records,
+            next_offset,
+            result.high_watermark,
+            result.log_start_offset,
+            result.last_stable_offset,
+        )
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record at or after `timestamp`, below the high watermark."""
@@ -532,6 +701,7 @@ class PartitionLog:
             self._log_start_offset = max(self._log_start_offset, before_offset)
             self._delete_segments(lambda segment: segment.next_offset <= self._log_start_offset)
             log_start = self._log_start_offset
+            self._producers.prune_aborted(log_start)
         if self.on_log_start_advanced is not None:
             # A crash must not bring deleted records back: persist the new start now.
             self.on_log_start_advanced()
@@ -592,6 +762,7 @@ class PartitionLog:
         del self._segments[:doomed]
         del self._bases[:doomed]
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        self._producers.prune_aborted(self._log_start_offset)
         if self._recovery_point < self._segments[0].base_offset:
             self._recovery_point = self._segments[0].base_offset
         self._retire(victims)
@@ -699,4 +870,36 @@ class PartitionLog:
         return f"PartitionLog({self.name}, start={self._log_start_offset}, end={self._next_offset})"
 
 
-__all__ = ["AppendResult", "PartitionLog", "ReadResult", "RecordsResult", "now_ms"]
+def _in_aborted_transaction(
+    data: bytes,
+    position: int,
+    header: BatchHeader,
+    pending: list[AbortedTransaction],
+    aborting: set[int],
+) -> bool:
+    """Whether the batch at `position` is data of an aborted transaction: a Kafka consumer's
+    bookkeeping. A producer is inside an aborted transaction from the batch that reaches its
+    listed first offset (`pending`, latest first) until its ABORT marker.
+    """
+    while pending and pending[-1].first_offset <= header.last_offset:
+        aborting.add(pending.pop().producer_id)
+    if header.producer_id not in aborting:
+        return False
+    if header.is_control:
+        batch = memoryview(data)[position : position + header.size_bytes]
+        if control_type_of(batch) == ControlType.ABORT:
+            aborting.discard(header.producer_id)
+        return False
+    return header.is_transactional
+
+
+__all__ = [
+    "READ_COMMITTED",
+    "READ_UNCOMMITTED",
+    "AbortedTransaction",
+    "AppendResult",
+    "PartitionLog",
+    "ReadResult",
+    "RecordsResult",
+    "now_ms",
+]

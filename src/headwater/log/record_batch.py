@@ -40,12 +40,16 @@ __all__ = [
     "NO_PRODUCER_EPOCH",
     "NO_PRODUCER_ID",
     "NO_SEQUENCE",
+    "TRANSACTION_FLAGS",
     "BatchHeader",
+    "ControlType",
     "NewRecord",
     "Record",
     "TimestampType",
+    "control_type_of",
     "decode_records",
     "encode_batch",
+    "encode_control_batch",
     "encode_values_batch",
     "iter_batches",
     "parse_header",
@@ -85,6 +89,21 @@ _TIMESTAMP_TYPE_FLAG = 0x08
 _TRANSACTIONAL_FLAG = 0x10
 _CONTROL_FLAG = 0x20
 _DELETE_HORIZON_FLAG = 0x40
+TRANSACTION_FLAGS = _TRANSACTIONAL_FLAG | _CONTROL_FLAG
+"""The attribute bits of a batch that takes part in a transaction: data or a marker."""
+
+# A control record's key: version int16, type int16; a marker's value: version int16,
+# coordinator epoch int32. Version 0 of both is the only one Kafka writes.
+_CONTROL_KEY = struct.Struct(">hh")
+_MARKER_VALUE = struct.Struct(">hi")
+_CONTROL_RECORD_VERSION = 0
+
+
+class ControlType(enum.IntEnum):
+    """The type in a control record's key: which end a transaction marker writes."""
+
+    ABORT = 0
+    COMMIT = 1
 
 
 class TimestampType(enum.IntEnum):
@@ -267,6 +286,62 @@ def set_log_append_time(batch: bytearray, timestamp_ms: int) -> None:
     with memoryview(batch) as view:
         crc = crc32c.crc32c(view[_ATTRIBUTES_AT : header.size_bytes])
     _UINT32.pack_into(batch, _CRC_AT, crc)
+
+
+# --- control batches ----------------------------------------------------------------------
+
+
+def encode_control_batch(
+    *,
+    producer_id: int,
+    producer_epoch: int,
+    control_type: ControlType,
+    coordinator_epoch: int,
+    timestamp_ms: int,
+) -> bytes:
+    """A transaction marker: one control record, transactional and control bits set.
+
+    The base offset is 0 and the base sequence -1; the log assigns offsets as for any batch.
+    """
+    if producer_id < 0 or producer_epoch < 0:
+        raise InvalidRecordError(
+            f"a transaction marker needs a producer, not id {producer_id} epoch {producer_epoch}"
+        )
+    try:
+        key = _CONTROL_KEY.pack(_CONTROL_RECORD_VERSION, ControlType(control_type))
+        value = _MARKER_VALUE.pack(_CONTROL_RECORD_VERSION, coordinator_epoch)
+    except (struct.error, ValueError) as error:
+        raise InvalidRecordError(f"a transaction marker field is out of range: {error}") from None
+    return encode_batch(
+        [NewRecord(key, value, timestamp_ms)],
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=NO_SEQUENCE,
+        is_transactional=True,
+        is_control=True,
+    )
+
+
+def control_type_of(batch: bytes | bytearray | memoryview) -> ControlType:
+    """The type of the control batch at the start of `batch`, CRC-checked.
+
+    Not a control batch: `InvalidRecordError`. A control batch whose one record does not hold a
+    version-0 key naming ABORT or COMMIT: `CorruptRecordError` (Kafka has other control types,
+    for its own metadata log, that never belong in a partition's data).
+    """
+    header = parse_header(batch)
+    if not header.attributes & _CONTROL_FLAG:
+        raise InvalidRecordError(f"batch at offset {header.base_offset} is not a control batch")
+    records = decode_records(batch)
+    if len(records) != 1:
+        raise _structural(header, f"a control batch holds {len(records)} records, not 1")
+    key = records[0].key
+    if key is None or len(key) < _CONTROL_KEY.size:
+        raise _structural(header, "a control record's key is too short")
+    version, kind = _CONTROL_KEY.unpack_from(key)
+    if version != _CONTROL_RECORD_VERSION or kind not in (ControlType.ABORT, ControlType.COMMIT):
+        raise _structural(header, f"control record version {version} type {kind} is unknown")
+    return ControlType(kind)
 
 
 # --- varints ------------------------------------------------------------------------------
