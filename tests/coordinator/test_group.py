@@ -682,3 +682,50 @@ def test_expiry_waits_for_the_check_interval() -> None:
     assert committed_keys(h) == {("t", 0)}
     h.tick(RETENTION)
     assert committed_keys(h) == set()
+
+
+# --- transactional offsets (TxnOffsetCommit) ---------------------------------------------------
+
+
+def test_transactional_offsets_wait_for_their_transaction_and_survive_replay() -> None:
+    h = Harness()
+    leader, _, generation = stable_pair(h)
+    c = h.coordinator
+    # Without member info (TxnOffsetCommit v0-2, aiokafka) Kafka accepts it on a Stable group.
+    assert c.commit_transactional_offsets(
+        h.now,
+        producer_id=7,
+        group_id=GROUP,
+        generation_id=-1,
+        member_id="",
+        group_instance_id=None,
+        offsets=[("t", 0, 5, -1, None)],
+    ) == [NONE]
+    # With member info it is checked as a plain commit.
+    assert c.commit_transactional_offsets(
+        h.now,
+        producer_id=8,
+        group_id=GROUP,
+        generation_id=generation + 1,
+        member_id=leader,
+        group_instance_id=None,
+        offsets=[("t", 1, 9, -1, None)],
+    ) == [ILLEGAL_GENERATION]
+    assert c.fetch_offsets(GROUP, [("t", 0)]) == [("t", 0, None)]  # not before the commit
+    assert c.has_pending_offset(GROUP, "t", 0) and not c.has_pending_offset(GROUP, "t", 1)
+    records = c.drain_records()
+    # A restart before the transaction ends finds the offset pending again.
+    again = restored(records, h.now)
+    assert again.has_pending_offset(GROUP, "t", 0)
+    assert again.complete_transaction(7, True, h.now) == 1
+    assert again.complete_transaction(7, True, h.now) == 0  # a marker written twice
+    (entry,) = [e for _, _, e in again.fetch_offsets(GROUP, [("t", 0)])]
+    assert entry is not None and entry.offset == 5
+    assert not again.has_pending_offset(GROUP, "t", 0)
+    after = restored(records + again.drain_records(), h.now)
+    assert [e.offset for _, _, e in after.fetch_offsets(GROUP, [("t", 0)]) if e] == [5]
+    assert not after.has_pending_offset(GROUP, "t", 0)
+    # An abort drops them.
+    assert c.complete_transaction(7, False, h.now) == 1
+    assert c.fetch_offsets(GROUP, [("t", 0)]) == [("t", 0, None)]
+    assert restored(records + c.drain_records(), h.now).pending_transactional == {}

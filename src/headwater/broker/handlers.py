@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from headwater.broker.config import BrokerConfig
-from headwater.broker.group_handlers import OFFSETS_TOPIC, GroupHandlers
+from headwater.broker.group_handlers import GroupHandlers
 from headwater.broker.producer_ids import ProducerIdAllocator
 from headwater.broker.txn_handlers import TransactionHandlers
 from headwater.broker.zero_copy import ZERO_COPY_BYTES_MIN, FileRegion
+from headwater.coordinator.store import INTERNAL_TOPICS
 from headwater.errors import (
     ConfigError,
     HeadwaterError,
@@ -207,7 +208,7 @@ class Handlers:
             error_code=NONE,
             name=name,
             topic_id=info.topic_id,
-            is_internal=name == OFFSETS_TOPIC,
+            is_internal=name in INTERNAL_TOPICS,
             partitions=[
                 m.MetadataResponseMetadataResponsePartition(
                     error_code=NONE,
@@ -259,6 +260,11 @@ class Handlers:
                     log = self._partition(topic.name, data.index)
                     if data.records is None or len(data.records) == 0:
                         raise HeadwaterError("empty record set")
+                    if topic.name in INTERNAL_TOPICS:
+                        # A client's record there could stop the coordinators from loading.
+                        result.error_code = INVALID_TOPIC_EXCEPTION
+                        result.error_message = f"cannot append to internal topic {topic.name}"
+                        continue
                     refused, message = self.transactions.verify_produce(
                         body.transactional_id, log, data.records
                     )
@@ -429,6 +435,13 @@ class Handlers:
                     found = log.offset_for_timestamp(wanted.timestamp)
                     if found is not None:
                         answer.offset, answer.timestamp = found
+                if (
+                    body.isolation_level == READ_COMMITTED
+                    and wanted.timestamp not in (LATEST_TIMESTAMP, EARLIEST_TIMESTAMP)
+                    and answer.offset >= log.last_stable_offset
+                ):
+                    # Not yet stable: read committed finds nothing there, as in Kafka.
+                    answer.offset, answer.timestamp = -1, -1
             topics.append(
                 m.ListOffsetsResponseListOffsetsTopicResponse(
                     name=topic.name, partitions=partitions

@@ -157,8 +157,13 @@ class TransactionHandlers:
     async def _write_markers(self) -> None:
         """Write every pending marker, durably, then record the transactions as complete."""
         async with self._markers_lock:
+            markers = self.coordinator.pending_markers()
+            # Each decision durable before its markers: a caller persisted before waiting
+            # here, but a decision made meanwhile may still be on its way to disk.
+            if not markers or not await self._persist():
+                return
             written = False
-            for marker in self.coordinator.pending_markers():
+            for marker in markers:
                 if await self._write_marker(marker):
                     self.coordinator.markers_written(
                         marker.transactional_id, marker.producer_epoch, _now_ms()
@@ -172,14 +177,17 @@ class TransactionHandlers:
         loop = asyncio.get_running_loop()
         control = ControlType.COMMIT if marker.commit else ControlType.ABORT
         flushes = []
+        failed = False
         for topic, partition in marker.partitions:
             if topic == OFFSETS_TOPIC:
-                # The group coordinator holds the offsets itself: settle them there.
+                # The group coordinator holds the offsets itself: settle them there (a record
+                # it could not write stays queued for the next try).
                 self.groups.coordinator.complete_transaction(
                     marker.producer_id, marker.commit, _now_ms()
                 )
                 if not await self.groups.persist():
-                    return False
+                    failed = True
+                    break
                 continue
             try:
                 log = self.manager.partition(topic, partition)
@@ -196,12 +204,14 @@ class TransactionHandlers:
                 continue  # a newer epoch already ended it there
             except HeadwaterError:
                 _log.exception("writing a transaction marker to %s-%d failed", topic, partition)
-                return False
+                failed = True
+                break
             flushes.append(loop.run_in_executor(None, log.flush, result.last_offset + 1))
         outcomes = await asyncio.gather(*flushes, return_exceptions=True)
-        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        for error in failed:
-            _log.error("flushing a transaction marker failed: %s", error)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                _log.error("flushing a transaction marker failed: %s", outcome)
+                failed = True
         return not failed
 
     # --- Produce: transaction verification -----------------------------------------------
@@ -230,7 +240,7 @@ class TransactionHandlers:
             return INVALID_PRODUCER_ID_MAPPING, None
         if found.producer_epoch != header.producer_epoch:
             return INVALID_PRODUCER_EPOCH, None
-        if log.ongoing_transactions().get(header.producer_id) is not None:
+        if log.has_open_transaction(header.producer_id):
             return NONE, None  # verified when the transaction's first batch came
         if found.state != "Ongoing" or (log.topic, log.partition) not in found.partitions:
             return INVALID_TXN_STATE, "Partition was not added to the transaction"
@@ -449,9 +459,10 @@ class TransactionHandlers:
                 continue
             if wanted_producers and found.producer_id not in wanted_producers:
                 continue
-            if older_than_ms >= 0 and (
-                found.transaction_start_time_ms < 0
-                or now - found.transaction_start_time_ms < older_than_ms
+            if (
+                older_than_ms >= 0
+                and found.transaction_start_time_ms >= 0
+                and now - found.transaction_start_time_ms <= older_than_ms
             ):
                 continue
             listed.append(

@@ -61,7 +61,7 @@ from headwater.coordinator.group import (
     JoinResult,
     SyncResult,
 )
-from headwater.coordinator.store import OFFSETS_TOPIC, GroupStore
+from headwater.coordinator.store import INTERNAL_TOPICS, OFFSETS_TOPIC, GroupStore
 from headwater.errors import ClientClosedError, ClientError, ConfigError, HeadwaterError
 from headwater.log.manager import LogManager
 from headwater.protocol._primitives import MalformedFrameError
@@ -83,7 +83,6 @@ TICKER_STOP_TIMEOUT_S = 5.0
 # Reported as every embedded member's client host (there is no connection to name).
 CLIENT_HOST = "localhost"
 # Topics a pattern never matches (Kafka's exclude.internal.topics).
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, "__transaction_state"})
 
 UNKNOWN_TOPIC_OR_PARTITION = 3
 KAFKA_STORAGE_ERROR = 56

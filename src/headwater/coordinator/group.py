@@ -955,9 +955,20 @@ class GroupCoordinator:
         """TxnOffsetCommit: hold the offsets until `complete_transaction` for `producer_id`.
 
         The caller has checked the producer's transaction (the transaction coordinator's
-        `check_offset_commit`). Membership is checked as for a plain commit (KIP-447: a
-        client sends its generation and member id from v3 on, -1 and "" before)."""
-        error = self._commit_error(now_ms, group_id, generation_id, member_id, group_instance_id)
+        `check_offset_commit`). With a generation and member (KIP-447, v3+) they are checked
+        as for a plain commit; without (v0-2, or a producer given only the group id) Kafka
+        accepts the commit whatever the group's state, and so does this."""
+        if generation_id < 0 and not member_id and group_instance_id is None:
+            if not group_id:
+                error = INVALID_GROUP_ID
+            elif group_id not in self.groups and not self._room_for_group():
+                error = GROUP_MAX_SIZE_REACHED
+            else:
+                error = NONE
+        else:
+            error = self._commit_error(
+                now_ms, group_id, generation_id, member_id, group_instance_id
+            )
         if error != NONE:
             return [error] * len(offsets)
         pending = self.pending_transactional.setdefault(producer_id, {})

@@ -35,6 +35,8 @@ OFFSETS_TOPIC_CONFIG = {"cleanup.policy": "compact"}
 TRANSACTION_TOPIC = "__transaction_state"
 TRANSACTION_TOPIC_PARTITIONS = 1
 TRANSACTION_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+# Written by coordinators only: clients may read them, never produce to them (as in Kafka).
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_TOPIC})
 # Replay reads this much at a time: large enough to be quick, small enough to bound memory.
 REPLAY_READ_BYTES = 1024 * 1024
 # Records queued at once are appended in batches of about this many bytes: well under the
@@ -52,6 +54,10 @@ class _RecordStore:
         if not manager.has_topic(topic):
             manager.create_topic(topic, partitions, config)
         self.log: PartitionLog = manager.partition(topic, 0)
+        # Drained records an append failed to write (a full disk): the coordinator's memory has
+        # moved on, so they go first next time; dropping them would let a retry find "nothing
+        # new" and answer success for a change no log holds.
+        self._unwritten: list[tuple[bytes, bytes | None]] = []
 
     def _drain(self) -> list[tuple[bytes, bytes | None]]:
         raise NotImplementedError
@@ -79,19 +85,26 @@ class _RecordStore:
         Returns the offset to pass to `flush` before anyone is told the change happened, or
         None when nothing was queued.
         """
-        records = self._drain()
+        records = self._unwritten + self._drain()
+        self._unwritten = []
         if not records:
             return None
+        written = 0  # records already in an appended batch
         batch: list[NewRecord] = []
         batch_bytes = 0
-        for key, value in records:
-            size = len(key) + (len(value) if value is not None else 0)
-            if batch and batch_bytes + size > APPEND_BATCH_BYTES:
-                self.log.append_records(batch, wait_for_flush=False)
-                batch, batch_bytes = [], 0
-            batch.append(NewRecord(key, value))
-            batch_bytes += size
-        return self.log.append_records(batch, wait_for_flush=False).last_offset + 1
+        try:
+            for index, (key, value) in enumerate(records):
+                size = len(key) + (len(value) if value is not None else 0)
+                if batch and batch_bytes + size > APPEND_BATCH_BYTES:
+                    self.log.append_records(batch, wait_for_flush=False)
+                    written, batch, batch_bytes = index, [], 0
+                batch.append(NewRecord(key, value))
+                batch_bytes += size
+            end = self.log.append_records(batch, wait_for_flush=False).last_offset + 1
+        except BaseException:
+            self._unwritten = records[written:]
+            raise
+        return end
 
     def unflushed_end(self) -> int | None:
         """The log's end if some of it is not durable yet, else None: an answer that queued
@@ -172,6 +185,7 @@ class TransactionStore(_RecordStore):
 
 
 __all__ = [
+    "INTERNAL_TOPICS",
     "OFFSETS_TOPIC",
     "OFFSETS_TOPIC_CONFIG",
     "OFFSETS_TOPIC_PARTITIONS",

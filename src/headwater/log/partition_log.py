@@ -247,6 +247,11 @@ class PartitionLog:
         with self._lock:
             return self._producers.ongoing_transactions()
 
+    def has_open_transaction(self, producer_id: int) -> bool:
+        """Whether `producer_id` has a transaction open in this partition (no copy made)."""
+        with self._lock:
+            return self._producers.has_open_transaction(producer_id)
+
     def aborted_transactions_in(self, first_offset: int, end_offset: int) -> list[AbortedTxn]:
         """The aborted transactions with records in [first_offset, end_offset), whole."""
         with self._lock:

@@ -258,6 +258,9 @@ class ProducerStateManager:
         """The producer ids kept, least recently written first (the eviction order)."""
         return list(self._producers)
 
+    def has_open_transaction(self, producer_id: int) -> bool:
+        return producer_id in self._ongoing
+
     def ongoing_transactions(self) -> dict[int, int]:
         """Producer id -> first offset of its open transaction, a copy."""
         return dict(self._ongoing)

@@ -473,3 +473,30 @@ def test_transactional_produce_is_verified_against_the_coordinator(bootstrap: st
     # One record, then the abort marker; read committed sees nothing.
     assert high_watermarks(bootstrap, topic, 1) == [2]
     assert read_all(bootstrap, topic, 1, "read_committed", expect=0, wait_s=2) == []
+
+
+# --- 8. the coordinators' topics take no client writes -----------------------------------------
+
+
+def test_clients_cannot_produce_to_the_internal_topics(bootstrap: str) -> None:
+    # Make sure both internal topics exist on either broker: a transaction and a group commit.
+    topic, group = unique("txn-internal"), unique("internal-group")
+    create_topic(bootstrap, topic, 1)
+    producer = transactional_producer(bootstrap, unique("tx"))
+    producer.begin_transaction()
+    producer.produce(topic, b"v", partition=0)
+    producer.commit_transaction(30)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "log_level": 0})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    finally:
+        consumer.close()
+    port = int(bootstrap.rsplit(":", 1)[1])
+    answers = {}
+    with RawClient(SimpleNamespace(port=port)) as client:  # type: ignore[arg-type]
+        for internal in ("__consumer_offsets", "__transaction_state"):
+            junk = encode_batch([NewRecord(b"junk", b"junk")])
+            response = client.request(0, 9, produce_request(internal, junk))
+            (partition,) = response.responses[0].partition_responses
+            answers[internal] = partition.error_code
+    assert answers == {"__consumer_offsets": 17, "__transaction_state": 17}  # INVALID_TOPIC
