@@ -121,6 +121,9 @@ def clean_partition(log: PartitionLog, now: int, *, force: bool = False) -> Clea
         if changed:
             _install(log, segment, bytes(output))
     log.first_dirty_offset = closed[-1].next_offset
+    # Every aborted batch below here is gone, so nothing there needs its aborted entry (the
+    # markers stay: Kafka drops them only after delete.retention.ms, and so far we never do).
+    log.forget_aborted_below(closed[-1].next_offset)
     return CleanResult(len(closed), removed, before, after)
 
 

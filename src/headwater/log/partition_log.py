@@ -247,6 +247,12 @@ class PartitionLog:
         with self._lock:
             return self._producers.ongoing_transactions()
 
+    def forget_aborted_below(self, offset: int) -> None:
+        """Forget the aborted transactions ending below `offset` once compaction removed their
+        data: a compacted log's start never moves, so this is what bounds the list there."""
+        with self._lock:
+            self._producers.prune_aborted(min(offset, self._next_offset))
+
     def has_open_transaction(self, producer_id: int) -> bool:
         """Whether `producer_id` has a transaction open in this partition (no copy made)."""
         with self._lock:
