@@ -47,3 +47,20 @@ def launch_broker() -> Iterator[Callable[..., ServedBroker]]:
         if broker.process.poll() is None:
             broker.process.kill()
             broker.process.wait(timeout=30)
+
+
+BACKENDS = ["headwater", "kafka"]
+
+
+@pytest.fixture(params=BACKENDS)
+def bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The bootstrap address of the backend under test, for differential tests that assert the
+    same outcome on Headwater (this module's broker) and on the session's Apache Kafka; the
+    Headwater broker must still run and have logged no traceback afterwards."""
+    if request.param == "kafka":
+        yield request.getfixturevalue("kafka_broker").bootstrap
+        return
+    served: ServedBroker = request.getfixturevalue("shared_headwater")
+    yield served.bootstrap
+    assert served.process.poll() is None, f"the broker exited: {served.log_tail()}"
+    assert "Traceback" not in served.log_path.read_text(errors="replace"), served.log_tail()

@@ -25,14 +25,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from broker_process import ServedBroker
 from confluent_kafka import Consumer, TopicPartition
 from test_differential import create_topic, unique
 from test_groups import PARTITIONS, Member, balanced, consumer_config, produce, wait_until
@@ -44,20 +42,7 @@ from kafka_fixture import FETCH_HINT, default_libs_dir
 
 pytestmark = pytest.mark.timeout(120)
 
-BACKENDS = ["headwater", "kafka"]
 SETTLE = 30.0  # seconds to wait for an assignment or for records
-
-
-@pytest.fixture(params=BACKENDS)
-def bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The bootstrap address of the backend under test; Headwater must log no traceback."""
-    if request.param == "kafka":
-        yield request.getfixturevalue("kafka_broker").bootstrap
-        return
-    served: ServedBroker = request.getfixturevalue("shared_headwater")
-    yield served.bootstrap
-    assert served.process.poll() is None, f"the broker exited: {served.log_tail()}"
-    assert "Traceback" not in served.log_path.read_text(errors="replace"), served.log_tail()
 
 
 def committed(bootstrap: str, group: str, topic: str) -> list[int]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,20 +39,6 @@ from headwater.log.record_batch import ControlType, NewRecord, encode_batch, enc
 from headwater.protocol import messages as m
 
 pytestmark = pytest.mark.timeout(180)
-
-BACKENDS = ["headwater", "kafka"]
-
-
-@pytest.fixture(params=BACKENDS)
-def bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The bootstrap address of the backend under test; Headwater must log no traceback."""
-    if request.param == "kafka":
-        yield request.getfixturevalue("kafka_broker").bootstrap
-        return
-    served: ServedBroker = request.getfixturevalue("shared_headwater")
-    yield served.bootstrap
-    assert served.process.poll() is None, f"the broker exited: {served.log_tail()}"
-    assert "Traceback" not in served.log_path.read_text(errors="replace"), served.log_tail()
 
 
 def transactional_producer(bootstrap: str, transactional_id: str, **extra: Any) -> Producer:

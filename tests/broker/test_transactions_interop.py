@@ -33,12 +33,10 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from broker_process import ServedBroker
 from confluent_kafka import Producer
 from test_differential import create_topic, unique
 from test_java_client import JVM_FLAGS
@@ -47,7 +45,6 @@ from kafka_fixture import FETCH_HINT, default_libs_dir
 
 pytestmark = pytest.mark.timeout(180)
 
-BACKENDS = ["headwater", "kafka"]
 SINK_PARTITIONS = 2
 SOURCE_COUNT = 10
 COMMITTED = 10
@@ -56,18 +53,6 @@ TAKE = 7
 READ_WAIT_S = 30.0
 
 Record = tuple[int, int, str]  # partition, offset, value
-
-
-@pytest.fixture(params=BACKENDS)
-def bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The bootstrap address of the backend under test; Headwater must log no traceback."""
-    if request.param == "kafka":
-        yield request.getfixturevalue("kafka_broker").bootstrap
-        return
-    served: ServedBroker = request.getfixturevalue("shared_headwater")
-    yield served.bootstrap
-    assert served.process.poll() is None, f"the broker exited: {served.log_tail()}"
-    assert "Traceback" not in served.log_path.read_text(errors="replace"), served.log_tail()
 
 
 # --- the scenario's expected outcome, the same for every client and broker ---------------------
