@@ -262,7 +262,6 @@ def test_kafka_python_members_commit_and_resume(bootstrap: str) -> None:
 
     def consume(count: int) -> tuple[list[int], list[int | None]]:
         consumer = KafkaConsumer(
-            topic,
             bootstrap_servers=bootstrap,
             group_id=group,
             enable_auto_commit=False,
@@ -272,6 +271,15 @@ def test_kafka_python_members_commit_and_resume(bootstrap: str) -> None:
             fetch_max_wait_ms=50,
             metadata_max_age_ms=1000,
         )
+        # kafka-python's leader assigns from the metadata it has when the group forms; if the
+        # topic is not in it yet (a slow machine), it assigns nothing and, its snapshot empty,
+        # never rejoins when the metadata comes (a client race, on Kafka too). Subscribe once
+        # the client knows the topic's partitions.
+        deadline = time.monotonic() + SETTLE
+        while len(consumer.partitions_for_topic(topic) or ()) < PARTITIONS:
+            assert time.monotonic() < deadline, "kafka-python never saw the topic's partitions"
+            time.sleep(0.1)
+        consumer.subscribe([topic])
         seen: list[int] = []
         try:
             deadline = time.monotonic() + SETTLE
