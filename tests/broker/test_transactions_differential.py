@@ -27,12 +27,14 @@ from broker_process import ServedBroker
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
 )
-from test_differential import create_topic, unique
+from confluent_kafka.admin import OffsetSpec
+from test_differential import admin, create_topic, unique
 from test_robustness import RawClient, produce_request
 
 from headwater.log.record_batch import ControlType, NewRecord, encode_batch, encode_control_batch
@@ -485,3 +487,43 @@ def test_clients_cannot_produce_to_the_internal_topics(bootstrap: str) -> None:
             (partition,) = response.responses[0].partition_responses
             answers[internal] = partition.error_code
     assert answers == {"__consumer_offsets": 17, "__transaction_state": 17}  # INVALID_TOPIC
+
+
+# --- 9. ListOffsets under read_committed ends at the last stable offset -------------------------
+
+
+def test_list_offsets_read_committed_ends_at_the_last_stable_offset(bootstrap: str) -> None:
+    topic = unique("txn-list-offsets")
+    create_topic(bootstrap, topic, 1)
+    plain = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
+    for value in (b"a", b"b"):
+        plain.produce(topic, value, partition=0)
+    plain.flush(10)
+    producer = transactional_producer(bootstrap, unique("tx"))
+    producer.begin_transaction()
+    producer.produce(topic, b"open", partition=0)
+    producer.flush(10)
+    plain.produce(topic, b"c", partition=0)
+    plain.flush(10)
+    client = admin(bootstrap)
+
+    def latest(isolation: IsolationLevel) -> int:
+        wanted = {TopicPartition(topic, 0): OffsetSpec.latest()}
+        futures = client.list_offsets(wanted, isolation_level=isolation, request_timeout=15)
+        return int(futures[TopicPartition(topic, 0)].result(timeout=15).offset)
+
+    # The open transaction starts at 2: read committed ends there, read uncommitted after "c".
+    assert (latest(IsolationLevel.READ_COMMITTED), latest(IsolationLevel.READ_UNCOMMITTED)) == (
+        2,
+        4,
+    )
+    producer.commit_transaction(30)
+    # The marker takes offset 4: both end after it once it is written (Kafka writes markers
+    # just after answering EndTxn, Headwater just before).
+    deadline = time.monotonic() + 15
+    while True:
+        ends = (latest(IsolationLevel.READ_COMMITTED), latest(IsolationLevel.READ_UNCOMMITTED))
+        if ends == (5, 5) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ends == (5, 5)
