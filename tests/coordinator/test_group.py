@@ -729,3 +729,55 @@ def test_transactional_offsets_wait_for_their_transaction_and_survive_replay() -
     assert c.complete_transaction(7, False, h.now) == 1
     assert c.fetch_offsets(GROUP, [("t", 0)]) == [("t", 0, None)]
     assert restored(records + c.drain_records(), h.now).pending_transactional == {}
+
+
+def test_a_plain_commit_after_a_transactional_one_wins_as_in_kafka() -> None:
+    """Kafka keeps the later of the two commits (by log position): a transaction's offset
+    that a plain commit came after is not applied when the transaction commits."""
+    c = GroupCoordinator()
+
+    def txn(producer_id: int, offset: int) -> None:
+        assert c.commit_transactional_offsets(
+            0,
+            producer_id=producer_id,
+            group_id=GROUP,
+            generation_id=-1,
+            member_id="",
+            group_instance_id=None,
+            offsets=[("t", 0, offset, -1, None)],
+        ) == [NONE]
+
+    def plain(offset: int) -> None:
+        assert c.commit_offsets(
+            0,
+            group_id=GROUP,
+            generation_id=-1,
+            member_id="",
+            group_instance_id=None,
+            offsets=[("t", 0, offset, -1, None)],
+        ) == [NONE]
+
+    def committed(coordinator: GroupCoordinator) -> int | None:
+        ((_, _, entry),) = coordinator.fetch_offsets(GROUP, [("t", 0)])
+        return None if entry is None else entry.offset
+
+    txn(7, 5)
+    plain(8)
+    records = c.drain_records()
+    assert c.complete_transaction(7, True, 0) == 1
+    assert committed(c) == 8
+    records += c.drain_records()
+    assert committed(restored(records, 0)) == 8
+    # The other order: the transaction's commit is the later one and wins.
+    plain(3)
+    txn(9, 6)
+    assert c.complete_transaction(9, True, 0) == 1
+    assert committed(c) == 6
+    records += c.drain_records()
+    assert committed(restored(records, 0)) == 6
+    # Replayed while still pending, the supersession is remembered too.
+    txn(10, 1)
+    plain(2)
+    again = restored(records + c.drain_records(), 0)
+    assert again.complete_transaction(10, True, 0) == 1
+    assert committed(again) == 2

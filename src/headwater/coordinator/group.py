@@ -22,7 +22,8 @@ msgspec:
 * transactional offset commit (TxnOffsetCommit), pending until its transaction ends: key
   `["txn-offset", producer id, group, topic, partition]`, the offset commit's value. When the
   transaction coordinator completes the transaction here (`complete_transaction`), a commit
-  rewrites each as an offset commit; either way each pending key gets a tombstone. A restart
+  rewrites each as an offset commit, unless a plain commit of the same partition came after it
+  (the later commit wins, as in Kafka); either way each pending key gets a tombstone. A restart
   between the two finds them pending again, and the coordinator drives the completion again.
 
 Records with a null value are tombstones: DeleteGroups writes one for each of a group's offset
@@ -293,6 +294,9 @@ class GroupCoordinator:
         # producer id -> (group, topic, partition) -> offset committed in its open transaction
         self.pending_transactional: dict[int, dict[tuple[str, str, int], OffsetEntry]] = {}
         self._pending_count = 0
+        # (producer id, group, topic, partition) of pending offsets a plain commit came after:
+        # as in Kafka, the later commit wins, so the transaction's is not applied.
+        self._superseded: set[tuple[int, str, str, int]] = set()
         self._records: list[tuple[bytes, bytes | None]] = []
         self._next_expiry_check_ms: int | None = None
 
@@ -349,8 +353,10 @@ class GroupCoordinator:
             group.offsets[(topic, partition)] = OffsetEntry(
                 stored.offset, stored.leader_epoch, stored.metadata, stored.commit_timestamp_ms
             )
+            self._supersede_pending(group_id, topic, partition)
         elif parts[:1] == ["txn-offset"] and len(parts) == 5:
             _, producer_id, group_id, topic, partition = parts
+            self._superseded.discard((producer_id, group_id, topic, partition))
             pending = self.pending_transactional.setdefault(producer_id, {})
             if value is None:
                 self._pending_count -= pending.pop((group_id, topic, partition), None) is not None
@@ -938,8 +944,15 @@ class GroupCoordinator:
             group.offsets[key] = entry
             value = _OffsetValue(offset, leader_epoch, text, now_ms)
             self._records.append((offset_key(group_id, topic, partition), _encoder.encode(value)))
+            self._supersede_pending(group_id, topic, partition)
             errors.append(NONE)
         return errors
+
+    def _supersede_pending(self, group_id: str, topic: str, partition: int) -> None:
+        if self.pending_transactional:
+            for producer_id, pending in self.pending_transactional.items():
+                if (group_id, topic, partition) in pending:
+                    self._superseded.add((producer_id, group_id, topic, partition))
 
     def commit_transactional_offsets(
         self,
@@ -985,6 +998,7 @@ class GroupCoordinator:
                     continue
                 self._pending_count += 1
             pending[key] = OffsetEntry(offset, leader_epoch, text, now_ms)
+            self._superseded.discard((producer_id, group_id, topic, partition))
             value = _OffsetValue(offset, leader_epoch, text, now_ms)
             self._records.append(
                 (
@@ -1006,7 +1020,10 @@ class GroupCoordinator:
             return 0
         self._pending_count -= len(pending)
         for (group_id, topic, partition), entry in pending.items():
-            if commit:
+            superseded = (producer_id, group_id, topic, partition)
+            if superseded in self._superseded:
+                self._superseded.discard(superseded)
+            elif commit:
                 group = self.groups.get(group_id) or self._new_group(group_id)
                 group.offsets[(topic, partition)] = entry
                 value = _OffsetValue(
