@@ -25,7 +25,7 @@ from headwater.coordinator.group import (
     JoinResult,
     SyncResult,
 )
-from headwater.coordinator.store import OFFSETS_TOPIC, GroupStore
+from headwater.coordinator.store import OFFSETS_TOPIC, GroupStore, TransactionStore
 from headwater.errors import HeadwaterError
 from headwater.log.manager import LogManager
 from headwater.protocol import messages as m
@@ -63,6 +63,20 @@ Reply = tuple[Any, int] | None
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def persist_store(store: GroupStore | TransactionStore) -> bool:
+    """Append what a coordinator queued (or find what another request left unflushed) and
+    wait until it is on disk, the fsync in an executor; False, logged, if it could not be."""
+    try:
+        end = store.append_or_unflushed_end()
+        if end is None:
+            return True
+        await asyncio.get_running_loop().run_in_executor(None, store.flush, end)
+    except (HeadwaterError, OSError):
+        _log.exception("writing to %s failed", store.log.topic)
+        return False
+    return True
 
 
 class GroupHandlers:
@@ -106,15 +120,7 @@ class GroupHandlers:
 
     async def persist(self) -> bool:
         """Append the records the machine queued and wait until they are on disk."""
-        try:
-            end = self.store.append_or_unflushed_end()
-            if end is None:
-                return True
-            await asyncio.get_running_loop().run_in_executor(None, self.store.flush, end)
-        except (HeadwaterError, OSError):
-            _log.exception("writing to %s failed", OFFSETS_TOPIC)
-            return False
-        return True
+        return await persist_store(self.store)
 
     # --- completions and time -------------------------------------------------------------
 
@@ -474,4 +480,4 @@ class GroupHandlers:
         return m.DescribeGroupsResponse(groups=described), request.api_version
 
 
-__all__ = ["GROUP_SUPPORTED_VERSIONS", "OFFSETS_TOPIC", "GroupHandlers"]
+__all__ = ["GROUP_SUPPORTED_VERSIONS", "OFFSETS_TOPIC", "GroupHandlers", "persist_store"]

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from headwater.broker.config import BrokerConfig
-from headwater.broker.group_handlers import GroupHandlers
+from headwater.broker.group_handlers import GroupHandlers, persist_store
 from headwater.broker.producer_ids import ProducerIdAllocator, init_producer_id
 from headwater.coordinator.store import OFFSETS_TOPIC, TransactionStore
 from headwater.coordinator.transaction import (
@@ -116,15 +116,7 @@ class TransactionHandlers:
 
     async def _persist(self) -> bool:
         """Append what the machine queued and wait until it is on disk."""
-        try:
-            end = self.store.append_or_unflushed_end()
-            if end is None:
-                return True
-            await asyncio.get_running_loop().run_in_executor(None, self.store.flush, end)
-        except (HeadwaterError, OSError):
-            _log.exception("writing to the transaction log failed")
-            return False
-        return True
+        return await persist_store(self.store)
 
     def _ensure_ticker(self) -> None:
         if self._ticker is None:
