@@ -28,6 +28,7 @@ from headwater.coordinator.transaction import (
     NONE,
     PRODUCER_FENCED,
     MarkerRequest,
+    TransactionState,
 )
 from headwater.errors import HeadwaterError, UnknownTopicOrPartitionError
 from headwater.log.manager import LogManager
@@ -227,14 +228,16 @@ class TransactionHandlers:
         header = parse_header(records)
         if header.is_control:
             return NONE, None  # the log refuses a client's marker (INVALID_RECORD)
-        found = self.coordinator.describe(transactional_id)
+        found = self.coordinator.entry(transactional_id)  # read only, no copy per batch
         if found is None or found.producer_id != header.producer_id:
             return INVALID_PRODUCER_ID_MAPPING, None
         if found.producer_epoch != header.producer_epoch:
             return INVALID_PRODUCER_EPOCH, None
         if log.has_open_transaction(header.producer_id):
             return NONE, None  # verified when the transaction's first batch came
-        if found.state != "Ongoing" or (log.topic, log.partition) not in found.partitions:
+        if found.state is not TransactionState.ONGOING or not found.has_partition(
+            log.topic, log.partition
+        ):
             return INVALID_TXN_STATE, "Partition was not added to the transaction"
         return NONE, None
 

@@ -766,7 +766,8 @@ class TransactionCoordinator:
         return sorted(self._transactions)
 
     def entry(self, transactional_id: str) -> TransactionEntry | None:
-        """The live state of an id, for tests and diagnostics: do not mutate it."""
+        """The live state of an id (tests, diagnostics, the broker's produce verification,
+        which runs per batch): do not mutate it."""
         return self._transactions.get(transactional_id)
 
 
