@@ -527,3 +527,61 @@ def test_list_offsets_read_committed_ends_at_the_last_stable_offset(bootstrap: s
             break
         time.sleep(0.2)
     assert ends == (5, 5)
+
+
+# --- 10. DescribeTransactions and ListTransactions ----------------------------------------------
+
+
+def test_describe_and_list_transactions(bootstrap: str) -> None:
+    topic = unique("txn-describe")
+    create_topic(bootstrap, topic, 2)
+    transactional_id = unique("tx")
+    producer = transactional_producer(
+        bootstrap, transactional_id, **{"transaction.timeout.ms": 45_000}
+    )
+    producer.begin_transaction()
+    for partition in (0, 1):
+        producer.produce(topic, b"v", partition=partition)
+    producer.flush(10)
+    port = int(bootstrap.rsplit(":", 1)[1])
+    with RawClient(SimpleNamespace(port=port)) as client:  # type: ignore[arg-type]
+
+        def describe() -> tuple[int, str, int, list[tuple[str, list[int]]], bool]:
+            response = client.request(
+                65, 0, m.DescribeTransactionsRequest(transactional_ids=[transactional_id])
+            )
+            (state,) = response.transaction_states
+            return (
+                state.error_code,
+                state.transaction_state,
+                state.transaction_timeout_ms,
+                [(t.topic, sorted(t.partitions)) for t in state.topics],
+                state.producer_id >= 0 and state.transaction_start_time_ms > 0,
+            )
+
+        def listed(states: list[str]) -> list[tuple[str, str]]:
+            response = client.request(66, 1, m.ListTransactionsRequest(state_filters=states))
+            return [
+                (s.transactional_id, s.transaction_state)
+                for s in response.transaction_states
+                if s.transactional_id == transactional_id
+            ]
+
+        open_view = describe()
+        open_listing = listed(["Ongoing"]), listed(["CompleteCommit"])
+        producer.commit_transaction(30)
+        deadline = time.monotonic() + 15
+        while describe()[1] != "CompleteCommit" and time.monotonic() < deadline:
+            time.sleep(0.2)  # Kafka completes just after answering EndTxn
+        closed_view = describe()
+        unknown = (
+            client.request(
+                65, 0, m.DescribeTransactionsRequest(transactional_ids=[unique("nobody")])
+            )
+            .transaction_states[0]
+            .error_code
+        )
+    assert open_view == (0, "Ongoing", 45_000, [(topic, [0, 1])], True)
+    assert open_listing == ([(transactional_id, "Ongoing")], [])
+    assert closed_view[:4] == (0, "CompleteCommit", 45_000, [])
+    assert unknown == 105  # TRANSACTIONAL_ID_NOT_FOUND
